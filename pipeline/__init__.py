@@ -1,0 +1,1 @@
+"""Graph building and running: options, sources, sinks, the CLI."""

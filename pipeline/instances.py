@@ -1,0 +1,142 @@
+"""The ``instances`` job: Nova tables -> anonymized instance-event trace."""
+import datetime as dt
+import glob
+import logging
+import math
+import os
+import stat
+import time
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from starcompactor.pipeline.errors import UserError
+from starcompactor.pipeline.mysql_connection import MySQLConnection
+from starcompactor.pipeline.mysql_source import NovaMySQLSource, ReadNovaMySQL
+from starcompactor.pipeline.options import InstancesOptions
+from starcompactor.pipeline.sinks import FORMATS, WriteTrace
+from starcompactor.pipeline.summary import Summary, counters_of
+from starcompactor.pipeline.times import (
+    UTC, parse_iso_utc, to_iso, to_nova_text, to_seconds)
+from starcompactor.transforms import mask
+from starcompactor.transforms.trace import BuildTrace, TraceSpec
+
+log = logging.getLogger('starcompactor')
+
+EVENTS_PER_BUCKET = 250_000
+MIN_BUCKETS = 4
+
+
+def buckets_for(estimated_events, requested=0):
+    """Enough buckets that none outgrows memory, and some parallelism."""
+    if requested > 0:
+        return requested
+    return max(MIN_BUCKETS, math.ceil(estimated_events / EVENTS_PER_BUCKET))
+
+
+def _split_list(text):
+    return [item.strip() for item in (text or '').split(',') if item.strip()]
+
+
+def _check_key_source(key_source):
+    """Fail early, here, on a key the workers would refuse; warn when the key
+    file is readable by others. The key read here is dropped at once."""
+    if key_source.kind == 'file':
+        mode = os.stat(key_source.location).st_mode \
+            if os.path.exists(key_source.location) else 0
+        if mode & (stat.S_IRGRP | stat.S_IROTH):
+            log.warning('mask key file %s is readable by other users; '
+                        'chmod 600 it', key_source.location)
+    try:
+        mask.load_key(key_source)
+    except mask.MaskKeyError as e:
+        raise UserError(str(e))
+
+
+class InstancesJob:
+    """Validated settings of one run, and the graph they describe."""
+
+    def __init__(self, options, now=None):
+        self.options = options
+        opts = options.view_as(InstancesOptions)
+        if not opts.output:
+            raise UserError('--output PREFIX is required (e.g. out/trace)')
+        self.output = opts.output
+        self.formats = _split_list(opts.formats)
+        unknown = sorted(set(self.formats) - set(FORMATS))
+        if unknown or not self.formats:
+            raise UserError(f'--formats must list some of {", ".join(FORMATS)}'
+                            f' (got {opts.formats!r})')
+        if opts.num_shards < 0:
+            raise UserError('--num-shards must be 0 or more')
+        self.num_shards = opts.num_shards
+        self.cut = (now or dt.datetime.now(UTC)).replace(microsecond=0)
+
+        window = [parse_iso_utc(t, flag) if t else None
+                  for t, flag in ((opts.start, '--start'), (opts.end, '--end'))]
+        if all(window) and window[0] >= window[1]:
+            raise UserError('--start must be before --end')
+        epoch = parse_iso_utc(opts.epoch, '--epoch') if opts.epoch else None
+
+        databases = _split_list(opts.databases)
+        if not databases:
+            raise UserError('--databases must name at least one database')
+        self.source = NovaMySQLSource(
+            MySQLConnection(opts.mysql_host, opts.mysql_port, opts.mysql_user,
+                            opts.mysql_password_file),
+            databases, archived=opts.archived,
+            window=tuple(to_nova_text(t) if t else None for t in window))
+
+        key_source = mask.key_source_for(opts.mask_key_file)
+        if opts.mask_method == mask.NO_MASKING:
+            log.warning('--mask-method none: identities are written '
+                        'unmasked; never publish this trace')
+        else:
+            _check_key_source(key_source)
+        self.spec = TraceSpec(
+            mask_method=opts.mask_method, key_source=key_source,
+            mask_uuid=opts.mask_uuid,
+            epoch=to_seconds(epoch) if epoch else None,
+            cut=to_seconds(self.cut))
+        self._requested_buckets = opts.buckets
+
+    def build(self, pipeline):
+        """Add the job to ``pipeline``; returns the PCollection of files."""
+        splits, estimated_events = self.source.plan()
+        num_buckets = buckets_for(estimated_events, self._requested_buckets)
+        log.info('reading %d table splits from %s; about %d events, '
+                 '%d join buckets', len(splits),
+                 ', '.join(self.source.databases), estimated_events,
+                 num_buckets)
+        spec = TraceSpec(**{**self.spec.__dict__, 'num_buckets': num_buckets})
+        return (pipeline
+                | 'ReadNova' >> ReadNovaMySQL(self.source, splits)
+                | 'BuildTrace' >> BuildTrace(spec)
+                | 'WriteTrace' >> WriteTrace(self.output, self.formats,
+                                             self.num_shards))
+
+    def written_files(self):
+        return sorted(path for fmt in self.formats for path in
+                      glob.glob(f'{self.output}-*-of-*.{fmt}'))
+
+    def summarize(self, result, seconds):
+        return Summary.from_counters(counters_of(result), seconds,
+                                     self.written_files())
+
+
+def run(argv):
+    options = PipelineOptions(argv)
+    job = InstancesJob(options)
+    began = time.monotonic()
+    out_dir = os.path.dirname(job.output)
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+    pipeline = beam.Pipeline(options=options)
+    job.build(pipeline)
+    result = pipeline.run()
+    result.wait_until_finish()
+    summary = job.summarize(result, time.monotonic() - began)
+    print(f'starcompactor instances: cut {to_iso(job.cut)}')
+    for line in summary.lines():
+        print(line)
+    return summary

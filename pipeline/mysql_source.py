@@ -1,0 +1,177 @@
+"""Reading the three Nova tables from MySQL/MariaDB as Arrow batches.
+
+Each table (and its ``shadow_`` copy, where ``archive_deleted_rows`` moves old
+deleted instances) is cut into primary-key ranges when the pipeline is built;
+workers read the ranges in parallel, each with a server-side (streaming)
+cursor, so memory stays bounded whatever the table size. The last range of a
+table is open-ended: rows added while the trace runs are not missed.
+"""
+from dataclasses import dataclass
+from typing import Optional
+
+import apache_beam as beam
+import pyarrow as pa
+import pymysql
+
+from starcompactor.transforms.schema import (
+    DB, EVENTS, NOVA_TABLES, SHADOW_PREFIX, SOURCE_COLUMNS, SOURCE_TABLES,
+    source_schema)
+
+
+@dataclass(frozen=True)
+class TableSplit:
+    """A primary-key range ``[first_id, end_id)`` of one Nova table."""
+    database: str
+    table: str                 # logical name: instances, actions, events
+    nova_table: str            # e.g. shadow_instance_actions
+    first_id: int
+    end_id: Optional[int]      # None: to the end of the table
+
+
+def _quote(name):
+    return '`' + name.replace('`', '``') + '`'
+
+
+def select_statement(split, window=(None, None)):
+    """SQL and arguments reading one split, the event window pushed down."""
+    columns = ', '.join(_quote(name) for name, _ in SOURCE_COLUMNS[split.table])
+    sql = (f'SELECT {columns} FROM {_quote(split.database)}.'
+           f'{_quote(split.nova_table)} WHERE id >= %s')
+    args = [split.first_id]
+    if split.end_id is not None:
+        sql += ' AND id < %s'
+        args.append(split.end_id)
+    start, end = window
+    if split.table == EVENTS and start:
+        sql += ' AND start_time >= %s'
+        args.append(start)
+    if split.table == EVENTS and end:
+        sql += ' AND start_time < %s'
+        args.append(end)
+    return sql + ' ORDER BY id', args
+
+
+def rows_to_table(database, table, rows):
+    """Arrow batch (``schema.source_schema``) from PyMySQL row tuples."""
+    schema = source_schema(table)
+    columns = list(zip(*rows)) if rows else [()] * len(SOURCE_COLUMNS[table])
+    arrays = [pa.array([database] * len(rows), pa.string())]
+    arrays += [pa.array(values, typ) for values, (_, typ)
+               in zip(columns, SOURCE_COLUMNS[table])]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+class NovaMySQLSource:
+    """What to read: databases, live and archived tables, an event window.
+
+    ``window`` holds Nova-format time strings (``YYYY-MM-DD HH:MM:SS``).
+    """
+
+    def __init__(self, connection, databases, archived=True,
+                 window=(None, None), split_ids=250_000, batch_rows=50_000):
+        self.connection = connection
+        self.databases = list(databases)
+        self.archived = archived
+        self.window = window
+        self.split_ids = split_ids
+        self.batch_rows = batch_rows
+
+    def nova_tables(self):
+        prefixes = ('', SHADOW_PREFIX) if self.archived else ('',)
+        return [(table, prefix + NOVA_TABLES[table])
+                for table in SOURCE_TABLES for prefix in prefixes]
+
+    def plan(self):
+        """Check every table is readable and cut it into splits.
+
+        Runs where the pipeline is built, so a wrong password, a missing
+        database, table or column is reported before anything starts.
+        Returns the splits and the estimated number of event rows.
+        """
+        splits, estimated_events = [], 0
+        connection = self.connection.connect()
+        try:
+            with connection.cursor() as cursor:
+                for database in self.databases:
+                    for table, nova_table in self.nova_tables():
+                        first, last = self._id_range(
+                            cursor, database, table, nova_table)
+                        splits += self._split(database, table, nova_table,
+                                              first, last)
+                        if table == EVENTS and last is not None:
+                            estimated_events += last - first + 1
+        finally:
+            connection.close()
+        return splits, estimated_events
+
+    def _id_range(self, cursor, database, table, nova_table):
+        probe = TableSplit(database, table, nova_table, 0, 0)
+        sql, args = select_statement(probe)
+        try:
+            cursor.execute(sql.replace(' ORDER BY id', ' LIMIT 0'), args)
+            cursor.execute(f'SELECT MIN(id), MAX(id) FROM '
+                           f'{_quote(database)}.{_quote(nova_table)}')
+        except pymysql.err.MySQLError as e:
+            raise self.connection.error(e, database, nova_table) from None
+        return cursor.fetchone()
+
+    def _split(self, database, table, nova_table, first, last):
+        if first is None:   # empty now, maybe not by the time it is read
+            return [TableSplit(database, table, nova_table, 0, None)]
+        bounds = list(range(first, last + 1, self.split_ids))[1:]
+        starts = [0] + bounds
+        ends = bounds + [None]
+        return [TableSplit(database, table, nova_table, s, e)
+                for s, e in zip(starts, ends)]
+
+
+class ReadTableSplits(beam.DoFn):
+    """TableSplit -> Arrow batches, tagged with the logical table name."""
+
+    def __init__(self, connection, window, batch_rows):
+        self.connection = connection
+        self.window = window
+        self.batch_rows = batch_rows
+        self._db = None
+
+    def setup(self):
+        self._db = self.connection.connect(streaming=True)
+
+    def process(self, split):
+        sql, args = select_statement(split, self.window)
+        with self._db.cursor() as cursor:
+            try:
+                cursor.execute(sql, args)
+                while True:
+                    rows = cursor.fetchmany(self.batch_rows)
+                    if not rows:
+                        break
+                    yield beam.pvalue.TaggedOutput(
+                        split.table,
+                        rows_to_table(split.database, split.table, rows))
+            except pymysql.err.MySQLError as e:
+                raise self.connection.error(
+                    e, split.database, split.nova_table) from None
+
+    def teardown(self):
+        if self._db is not None:
+            self._db.close()
+
+
+class ReadNovaMySQL(beam.PTransform):
+    """PBegin -> ``{'instances', 'actions', 'events'}`` of Arrow batches."""
+
+    def __init__(self, source, splits):
+        super().__init__()
+        self.source = source
+        self.splits = splits
+
+    def expand(self, pbegin):
+        source = self.source
+        read = (pbegin
+                | 'TableSplits' >> beam.Create(self.splits)
+                | 'SpreadSplits' >> beam.Reshuffle()
+                | 'ReadSplits' >> beam.ParDo(ReadTableSplits(
+                    source.connection, source.window, source.batch_rows))
+                .with_outputs(*SOURCE_TABLES))
+        return {table: read[table] for table in SOURCE_TABLES}

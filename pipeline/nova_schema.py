@@ -1,0 +1,33 @@
+"""Nova's real cell-database schema (``sql/nova_cell.sql``), for creating
+databases that look exactly like Nova's: the synthetic history, tests and
+benchmarks use it.
+
+The file is ``mysqldump --no-data`` of the schema Nova 34.0.0's own
+migrations create in MariaDB 10.11.
+"""
+import os
+import re
+
+CELL_SCHEMA_PATH = os.path.join(os.path.dirname(__file__), 'sql',
+                                'nova_cell.sql')
+
+
+def cell_schema_statements():
+    """The DDL statements of a Nova cell database, in order."""
+    with open(CELL_SCHEMA_PATH, encoding='utf-8') as f:
+        text = f.read()
+    text = re.sub(r'^--.*$', '', text, flags=re.M)
+    return [s.strip() for s in text.split(';\n') if s.strip()]
+
+
+def create_cell_database(connection, name, drop=False):
+    """Create database ``name`` holding Nova's cell schema."""
+    quoted = '`' + name.replace('`', '``') + '`'
+    with connection.cursor() as cursor:
+        if drop:
+            cursor.execute(f'DROP DATABASE IF EXISTS {quoted}')
+        cursor.execute(f'CREATE DATABASE {quoted} CHARACTER SET utf8mb3')
+        cursor.execute(f'USE {quoted}')
+        for statement in cell_schema_statements():
+            cursor.execute(statement)
+    connection.commit()

@@ -1,0 +1,65 @@
+"""Command-line options of ``starcompactor instances``, as Beam options.
+
+Any standard Beam option (``--runner``, ``--direct_num_workers``, ...) may be
+given beside them. No option carries a secret: the database password and the
+masking key are read from files or the environment, never from arguments.
+"""
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from starcompactor.pipeline.sinks import DEFAULT_FORMATS
+from starcompactor.transforms.mask import HMAC_SHA256, KEY_ENV, MASK_METHODS
+
+
+class InstancesOptions(PipelineOptions):
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        source = parser.add_argument_group('source: Nova databases')
+        source.add_argument('--mysql-host', dest='mysql_host',
+                            default='127.0.0.1')
+        source.add_argument('--mysql-port', dest='mysql_port', type=int,
+                            default=3306)
+        source.add_argument('--mysql-user', dest='mysql_user', default='root')
+        source.add_argument(
+            '--mysql-password-file', dest='mysql_password_file',
+            help='file holding the password; else $MYSQL_PWD, else the '
+                 '[client] section of ~/.my.cnf')
+        source.add_argument(
+            '--databases', default='nova',
+            help='comma-separated Nova cell databases, e.g. '
+                 'nova_cell0,nova_cell1 (default: nova)')
+        source.add_argument(
+            '--no-archived', dest='archived', action='store_false',
+            help='skip the shadow_ tables (rows moved there by '
+                 'nova-manage db archive_deleted_rows)')
+        source.add_argument(
+            '--start', help='only events starting at or after this '
+                            'ISO-8601 time (UTC unless a zone is given)')
+        source.add_argument('--end', help='only events starting before this')
+
+        trace = parser.add_argument_group('trace')
+        trace.add_argument('--output', help='prefix of the files written, '
+                                            'e.g. out/trace')
+        trace.add_argument(
+            '--formats', default=','.join(DEFAULT_FORMATS),
+            help='comma-separated: csv, avro, jsonl (default: csv,avro)')
+        trace.add_argument('--num-shards', dest='num_shards', type=int,
+                           default=0,
+                           help='files per format (0: let the runner decide)')
+        trace.add_argument(
+            '--epoch', help='ISO-8601 time that *_SEC count from (default: '
+                            'the earliest event start in the trace)')
+        trace.add_argument(
+            '--mask-method', dest='mask_method', default=HMAC_SHA256,
+            choices=MASK_METHODS,
+            help="'none' writes raw identities: for debugging only")
+        trace.add_argument(
+            '--mask-key-file', dest='mask_key_file',
+            help=f'file holding the masking key (else ${KEY_ENV}, else a '
+                 f'random key drawn for this run and never stored)')
+        trace.add_argument('--mask-uuid', dest='mask_uuid',
+                           action='store_true',
+                           help='mask instance uuids too')
+        trace.add_argument(
+            '--buckets', type=int, default=0,
+            help='hash buckets of the join (0: from the data size)')

@@ -1,0 +1,5 @@
+import sys
+
+from starcompactor.pipeline.cli import main
+
+sys.exit(main())

@@ -1,0 +1,64 @@
+import itertools
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from mariadb_server import start_server  # noqa: E402
+from starcompactor.pipeline.nova_schema import create_cell_database  # noqa: E402
+
+READER = 'trace_reader'
+READER_PASSWORD = 'reader-Pa55-not-in-any-output'
+# The minimal grants the README documents: SELECT on the tables read.
+READ_TABLES = ('instances', 'instance_actions', 'instance_actions_events')
+
+
+@pytest.fixture(scope='session')
+def mariadb():
+    """A real MariaDB for the session. A missing server fails, never skips."""
+    try:
+        server = start_server()
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
+    with server.admin() as admin, admin.cursor() as cursor:
+        cursor.execute(f"CREATE USER IF NOT EXISTS '{READER}'@'%' "
+                       f"IDENTIFIED BY '{READER_PASSWORD}'")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope='session')
+def password_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp('secrets') / 'mysql-password'
+    path.write_text(READER_PASSWORD + '\n')
+    path.chmod(0o600)
+    return str(path)
+
+
+_db_numbers = itertools.count()
+
+
+@pytest.fixture
+def nova_db(mariadb):
+    """Factory: a fresh database with Nova's real cell schema, readable by
+    the trace reader with SELECT on the trace tables only."""
+    created = []
+
+    def create(prefix='nova'):
+        name = f'{prefix}_{os.getpid()}_{next(_db_numbers)}'
+        with mariadb.admin() as admin:
+            create_cell_database(admin, name)
+            with admin.cursor() as cursor:
+                for table in READ_TABLES:
+                    for t in (table, 'shadow_' + table):
+                        cursor.execute(f"GRANT SELECT ON `{name}`.`{t}` "
+                                       f"TO '{READER}'@'%'")
+        created.append(name)
+        return name
+
+    yield create
+    with mariadb.admin() as admin, admin.cursor() as cursor:
+        for name in created:
+            cursor.execute(f'DROP DATABASE IF EXISTS `{name}`')

@@ -1,0 +1,74 @@
+"""Writing Nova rows and reading traces back, for tests."""
+import csv
+import glob
+import json
+
+import fastavro
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+
+from conftest import READER
+from starcompactor.pipeline.instances import InstancesJob
+
+
+def insert(connection, database, table, rows):
+    """Insert dict rows into ``database.table`` (foreign keys unchecked, as a
+    restored dump would: orphans are part of what tests need)."""
+    if not rows:
+        return
+    columns = sorted({c for row in rows for c in row})
+    sql = (f'INSERT INTO `{database}`.`{table}` '
+           f'({", ".join(f"`{c}`" for c in columns)}) '
+           f'VALUES ({", ".join(["%s"] * len(columns))})')
+    with connection.cursor() as cursor:
+        cursor.execute('SET FOREIGN_KEY_CHECKS=0')
+        cursor.executemany(sql, [[row.get(c) for c in columns] for row in rows])
+        cursor.execute('SET FOREIGN_KEY_CHECKS=1')
+
+
+def job_args(server, password_file, databases, output, *extra):
+    return ['--mysql-host', server.host, '--mysql-port', str(server.port),
+            '--mysql-user', READER, '--mysql-password-file', password_file,
+            '--databases', ','.join(databases), '--output', str(output),
+            *extra]
+
+
+def run_job(args, now=None):
+    """Run the instances job through Beam's TestPipeline; its summary."""
+    options = PipelineOptions(args)
+    job = InstancesJob(options, now=now)
+    pipeline = TestPipeline(options=options)
+    job.build(pipeline)
+    result = pipeline.run()
+    result.wait_until_finish()
+    return job.summarize(result, 0.0)
+
+
+def read_csv(prefix):
+    rows, headers = [], set()
+    for path in sorted(glob.glob(f'{prefix}-*-of-*.csv')):
+        with open(path, newline='', encoding='utf-8') as f:
+            reader = csv.reader(f)
+            headers.add(tuple(next(reader)))
+            rows += [tuple(row) for row in reader]
+    return headers, sorted(rows)
+
+
+def read_avro(prefix):
+    records = []
+    for path in sorted(glob.glob(f'{prefix}-*-of-*.avro')):
+        with open(path, 'rb') as f:
+            records += list(fastavro.reader(f))
+    return records
+
+
+def read_jsonl(prefix):
+    records = []
+    for path in sorted(glob.glob(f'{prefix}-*-of-*.jsonl')):
+        with open(path, encoding='utf-8') as f:
+            records += [json.loads(line) for line in f if line.strip()]
+    return records
+
+
+def sort_records(records):
+    return sorted(records, key=lambda r: tuple(str(v) for v in r.values()))

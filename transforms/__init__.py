@@ -1,0 +1,1 @@
+"""Pure, reusable steps of a trace: validate, join, mask, derive."""

@@ -1,0 +1,129 @@
+"""The one join of the trace: events to actions to instances.
+
+Two bucketed CoGroupByKeys (see ``buckets``): events meet their action by
+``(db, action_id)``, then events, now carrying the action's instance uuid,
+meet their instance by ``(db, uuid)``. Inside a bucket ``pyarrow.Table.join``
+does the work. Rows that find no parent, and parents that get no events, are
+counted by reason here, the only place that knows.
+"""
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from starcompactor.transforms import counters as c
+from starcompactor.transforms.buckets import concat, split_into_buckets
+from starcompactor.transforms.schema import (
+    ACTIONS, DB, EVENTS, INSTANCES, source_schema)
+from starcompactor.transforms.validate import VALID_EVENTS_SCHEMA
+
+_FOUND = '_found'   # a never-null marker column: null after a left join = no match
+
+EVENTS_WITH_INSTANCE_SCHEMA = pa.schema([
+    (DB, pa.string()),
+    ('action_id', pa.int64()),
+    ('instance_uuid', pa.string()),
+    ('event', pa.string()),
+    ('start', pa.int64()),
+    ('finish', pa.int64()),
+    ('result', pa.string()),
+])
+
+_INSTANCE_COLUMNS = ('hostname', 'user_id', 'project_id', 'host',
+                     'memory_mb', 'root_gb', 'vcpus')
+JOINED_SCHEMA = pa.schema(
+    list(EVENTS_WITH_INSTANCE_SCHEMA) +
+    [source_schema(INSTANCES).field(name) for name in _INSTANCE_COLUMNS])
+
+
+def _with_marker(table):
+    return table.append_column(
+        _FOUND, pa.array([True] * table.num_rows, pa.bool_()))
+
+
+def _left_join(left, right, keys):
+    """Left outer join; returns (matched rows, unmatched rows) of ``left``."""
+    joined = left.join(_with_marker(right), keys=keys, join_type='left outer')
+    found = pc.is_valid(joined.column(_FOUND))
+    joined = joined.drop_columns([_FOUND])
+    return joined.filter(found), joined.filter(pc.invert(found))
+
+
+def _unmatched_count(left, right, keys):
+    return left.join(right.select(keys), keys=keys,
+                     join_type='left anti').num_rows
+
+
+def _distinct_count(table, keys):
+    return table.group_by(keys).aggregate([]).num_rows
+
+
+def join_events_to_actions(element, num_buckets):
+    """One bucket of events and actions -> events with their instance uuid,
+    already cut into the buckets of the next join."""
+    _, grouped = element
+    events = concat(grouped[EVENTS], VALID_EVENTS_SCHEMA)
+    actions = (concat(grouped[ACTIONS], source_schema(ACTIONS))
+               .select([DB, 'id', 'instance_uuid'])
+               .rename_columns([DB, 'action_id', 'instance_uuid']))
+    keys = [DB, 'action_id']
+
+    matched, orphans = _left_join(events, actions, keys)
+    c.count_rejected(EVENTS, c.EVENT_NO_ACTION, orphans.num_rows)
+    c.count_rejected(ACTIONS, c.ACTION_NO_EVENTS,
+                     _unmatched_count(actions, events, keys))
+
+    matched = matched.select(EVENTS_WITH_INSTANCE_SCHEMA.names).cast(
+        EVENTS_WITH_INSTANCE_SCHEMA)
+    yield from split_into_buckets(matched, [DB, 'instance_uuid'], num_buckets)
+
+
+def join_events_to_instances(element):
+    """One bucket of events (with uuid) and instances -> joined trace rows."""
+    _, grouped = element
+    events = concat(grouped[EVENTS], EVENTS_WITH_INSTANCE_SCHEMA)
+    instances = (concat(grouped[INSTANCES], source_schema(INSTANCES))
+                 .select([DB, 'uuid'] + list(_INSTANCE_COLUMNS))
+                 .rename_columns([DB, 'instance_uuid'] +
+                                 list(_INSTANCE_COLUMNS)))
+    keys = [DB, 'instance_uuid']
+
+    matched, orphans = _left_join(events, instances, keys)
+    c.count_rejected(EVENTS, c.EVENT_NO_INSTANCE, orphans.num_rows)
+    c.count_rejected(ACTIONS, c.ACTION_NO_INSTANCE,
+                     _distinct_count(orphans, [DB, 'action_id']))
+    unused_instances = _unmatched_count(instances, events, keys)
+    c.count_rejected(INSTANCES, c.INSTANCE_NO_EVENTS, unused_instances)
+
+    c.count_in_trace(EVENTS, matched.num_rows)
+    c.count_in_trace(ACTIONS, _distinct_count(matched, [DB, 'action_id']))
+    c.count_in_trace(INSTANCES, instances.num_rows - unused_instances)
+    if matched.num_rows:
+        yield matched.select(JOINED_SCHEMA.names).cast(JOINED_SCHEMA)
+
+
+class JoinEventsToInstances(beam.PTransform):
+    """``{'instances', 'actions', 'events'}`` of Arrow tables (events
+    validated) -> Arrow tables of joined rows (``JOINED_SCHEMA``)."""
+
+    def __init__(self, num_buckets):
+        super().__init__()
+        self.num_buckets = num_buckets
+
+    def expand(self, tables):
+        n = self.num_buckets
+        events_by_action = tables[EVENTS] | 'BucketEventsByAction' >> (
+            beam.FlatMap(split_into_buckets, [DB, 'action_id'], n))
+        actions_by_id = tables[ACTIONS] | 'BucketActionsById' >> (
+            beam.FlatMap(split_into_buckets, [DB, 'id'], n))
+        events_by_instance = (
+            {EVENTS: events_by_action, ACTIONS: actions_by_id}
+            | 'GroupByAction' >> beam.CoGroupByKey()
+            | 'JoinEventsToActions' >> beam.FlatMap(
+                join_events_to_actions, n))
+        instances_by_uuid = tables[INSTANCES] | 'BucketInstancesByUuid' >> (
+            beam.FlatMap(split_into_buckets, [DB, 'uuid'], n))
+        return (
+            {EVENTS: events_by_instance, INSTANCES: instances_by_uuid}
+            | 'GroupByInstance' >> beam.CoGroupByKey()
+            | 'JoinEventsToInstances' >> beam.FlatMap(
+                join_events_to_instances))

@@ -1,0 +1,88 @@
+"""From the three Nova source tables to trace rows: the whole core, once.
+
+Every source feeds this transform and every sink reads from it::
+
+    events ──validate──┐
+    actions ───────────┼─ join ── mask (key side input) ── derive (epoch side input)
+    instances ─────────┘
+"""
+from dataclasses import dataclass
+from typing import Optional
+
+import apache_beam as beam
+
+from starcompactor.transforms import counters as c
+from starcompactor.transforms.derive import earliest_start, min_or_none, to_trace
+from starcompactor.transforms.join import JoinEventsToInstances
+from starcompactor.transforms.mask import (
+    NO_MASKING, HMAC_SHA256, KeySource, MaskIdentities, MaskKey, masked_columns)
+from starcompactor.transforms.schema import ACTIONS, EVENTS, INSTANCES
+from starcompactor.transforms.validate import validate_events
+
+
+@dataclass(frozen=True)
+class TraceSpec:
+    """Everything that shapes a trace, besides the rows themselves."""
+    num_buckets: int = 8
+    mask_method: str = HMAC_SHA256
+    key_source: KeySource = KeySource()
+    mask_uuid: bool = False
+    epoch: Optional[int] = None      # seconds since 1970; None = earliest start
+    cut: Optional[int] = None        # events finished after it are unfinished
+
+
+def _count_read(table, name):
+    c.count_read(name, table.num_rows)
+    return table
+
+
+def _validate(events, cut):
+    c.count_read(EVENTS, events.num_rows)
+    valid, rejects = validate_events(events, cut)
+    for reason, n in rejects.items():
+        c.count_rejected(EVENTS, reason, n)
+    if valid.num_rows:
+        yield valid
+
+
+def _derive(joined, epoch):
+    trace = to_trace(joined, epoch)
+    c.count(c.TRACE_ROWS, trace.num_rows)
+    return trace
+
+
+class BuildTrace(beam.PTransform):
+    """``{'instances', 'actions', 'events'}`` of source Arrow tables ->
+    a PCollection of trace Arrow tables (``schema.TRACE_SCHEMA``)."""
+
+    def __init__(self, spec=TraceSpec()):
+        super().__init__()
+        self.spec = spec
+
+    def expand(self, tables):
+        spec = self.spec
+        pipeline = tables[EVENTS].pipeline
+        source = {
+            INSTANCES: tables[INSTANCES] | 'CountInstances' >> beam.Map(
+                _count_read, INSTANCES),
+            ACTIONS: tables[ACTIONS] | 'CountActions' >> beam.Map(
+                _count_read, ACTIONS),
+            EVENTS: tables[EVENTS] | 'ValidateEvents' >> beam.FlatMap(
+                _validate, spec.cut),
+        }
+        joined = source | 'Join' >> JoinEventsToInstances(spec.num_buckets)
+
+        if spec.mask_method != NO_MASKING:
+            key = pipeline | 'MaskKey' >> MaskKey(spec.key_source)
+            joined = joined | 'MaskIdentities' >> beam.ParDo(
+                MaskIdentities(masked_columns(spec.mask_uuid)),
+                beam.pvalue.AsSingleton(key))
+
+        if spec.epoch is not None:
+            epoch = spec.epoch
+        else:
+            epoch = beam.pvalue.AsSingleton(
+                joined
+                | 'EarliestStartPerBatch' >> beam.Map(earliest_start)
+                | 'EarliestStart' >> beam.CombineGlobally(min_or_none))
+        return joined | 'DeriveSeconds' >> beam.Map(_derive, epoch)
