@@ -30,6 +30,7 @@ setup(
     package_dir=PACKAGES,
     package_data={'starcompactor.pipeline': ['sql/*.sql']},
     install_requires=requirements(),
+    extras_require={'test': ['pytest>=7']},
     entry_points={'console_scripts': [
         'starcompactor = starcompactor.pipeline.cli:main']},
 )
