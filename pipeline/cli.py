@@ -4,7 +4,6 @@ import logging
 import sys
 
 from starcompactor.pipeline.errors import UserError
-from starcompactor.pipeline.options import InstancesOptions
 
 USAGE = """usage: starcompactor COMMAND [OPTIONS]
 
@@ -14,7 +13,26 @@ commands:
 Run 'starcompactor COMMAND --help' for its options."""
 
 
+class _DropImportNoise(logging.Filter):
+    """Beam warns at import about Google Cloud clients nobody here uses."""
+
+    def filter(self, record):
+        return 'apitools not found' not in record.getMessage()
+
+
+def configure_logging():
+    # Before Beam is imported: its import-time warning would otherwise
+    # configure the root logger its own way.
+    logging.basicConfig(level=logging.WARNING,
+                        format='%(levelname)s %(name)s: %(message)s')
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_DropImportNoise())
+    logging.getLogger('starcompactor').setLevel(logging.INFO)
+
+
 def _instances(argv):
+    from starcompactor.pipeline import instances
+    from starcompactor.pipeline.options import InstancesOptions
     parser = argparse.ArgumentParser(
         prog='starcompactor instances',
         description='Extract an anonymized instance-event trace from Nova.',
@@ -23,7 +41,6 @@ def _instances(argv):
                'too.')
     InstancesOptions._add_argparse_args(parser)
     parser.parse_known_args(argv)   # --help, and errors in our own options
-    from starcompactor.pipeline import instances
     instances.run(argv)
 
 
@@ -35,9 +52,7 @@ def main(argv=None):
     if not argv or argv[0] not in COMMANDS:
         print(USAGE, file=sys.stderr)
         return 0 if argv and argv[0] in ('-h', '--help') else 2
-    logging.basicConfig(level=logging.WARNING,
-                        format='%(levelname)s %(name)s: %(message)s')
-    logging.getLogger('starcompactor').setLevel(logging.INFO)
+    configure_logging()
     try:
         COMMANDS[argv[0]](argv[1:])
     except UserError as e:

@@ -62,6 +62,7 @@ class InstancesJob:
         if not opts.output:
             raise UserError('--output PREFIX is required (e.g. out/trace)')
         self.output = opts.output
+        self.overwrite = opts.overwrite
         self.formats = _split_list(opts.formats)
         unknown = sorted(set(self.formats) - set(FORMATS))
         if unknown or not self.formats:
@@ -115,9 +116,23 @@ class InstancesJob:
                 | 'WriteTrace' >> WriteTrace(self.output, self.formats,
                                              self.num_shards))
 
-    def written_files(self):
-        return sorted(path for fmt in self.formats for path in
+    def written_files(self, formats=None):
+        return sorted(path for fmt in (formats or self.formats) for path in
                       glob.glob(f'{self.output}-*-of-*.{fmt}'))
+
+    def prepare_output(self):
+        """Refuse to mix with an earlier trace; with --overwrite, remove it
+        (all of its shards, whatever their count or format)."""
+        existing = self.written_files(FORMATS)
+        if existing and not self.overwrite:
+            raise UserError(f'a trace already exists at {self.output} '
+                            f'({existing[0]}, ...): choose another --output '
+                            f'or give --overwrite')
+        for path in existing:
+            os.remove(path)
+        out_dir = os.path.dirname(self.output)
+        if out_dir:
+            os.makedirs(out_dir, exist_ok=True)
 
     def summarize(self, result, seconds):
         return Summary.from_counters(counters_of(result), seconds,
@@ -127,10 +142,8 @@ class InstancesJob:
 def run(argv):
     options = PipelineOptions(argv)
     job = InstancesJob(options)
+    job.prepare_output()
     began = time.monotonic()
-    out_dir = os.path.dirname(job.output)
-    if out_dir:
-        os.makedirs(out_dir, exist_ok=True)
     pipeline = beam.Pipeline(options=options)
     job.build(pipeline)
     result = pipeline.run()

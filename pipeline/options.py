@@ -43,6 +43,8 @@ class InstancesOptions(PipelineOptions):
         trace.add_argument(
             '--formats', default=','.join(DEFAULT_FORMATS),
             help='comma-separated: csv, avro, jsonl (default: csv,avro)')
+        trace.add_argument('--overwrite', action='store_true',
+                           help='replace a trace already at --output')
         trace.add_argument('--num-shards', dest='num_shards', type=int,
                            default=0,
                            help='files per format (0: let the runner decide)')

@@ -1,0 +1,158 @@
+"""The ``starcompactor`` command as users run it: a real process."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+import golden
+from conftest import READER, READER_PASSWORD
+from helpers import read_csv
+
+
+def starcompactor(*args, env=None):
+    environ = dict(os.environ, **(env or {}))
+    environ.pop('MYSQL_PWD', None) if env is None else None
+    return subprocess.run(
+        [sys.executable, '-m', 'starcompactor', *args], env=environ,
+        capture_output=True, text=True, timeout=300)
+
+
+def mysql_args(server, database, password_file, user=READER):
+    args = ['--mysql-host', server.host, '--mysql-port', str(server.port),
+            '--mysql-user', user, '--databases', database]
+    return args + (['--mysql-password-file', password_file]
+                   if password_file else [])
+
+
+@pytest.fixture
+def golden_db(mariadb, nova_db):
+    database = nova_db()
+    with mariadb.admin() as admin:
+        golden.load(admin, database)
+    return database
+
+
+def test_instances_command_writes_trace_and_summary(mariadb, golden_db,
+                                                    password_file, tmp_path):
+    out = tmp_path / 'out' / 'trace'
+    run = starcompactor('instances', *mysql_args(mariadb, golden_db,
+                                                 password_file),
+                        '--output', str(out), '--num-shards', '2')
+    assert run.returncode == 0, run.stderr
+    assert '7 trace rows written' in run.stdout
+    assert 'unfinished 1' in run.stdout
+    for shard in ('00000', '00001'):
+        for ext in ('csv', 'avro'):
+            path = f'{out}-{shard}-of-00002.{ext}'
+            assert os.path.exists(path)
+            assert path in run.stdout
+    assert len(read_csv(out)[1]) == 7
+    assert 'Traceback' not in run.stderr
+
+
+def test_password_from_environment(mariadb, golden_db, tmp_path):
+    run = starcompactor('instances', *mysql_args(mariadb, golden_db, None),
+                        '--output', str(tmp_path / 't'), '--formats', 'csv',
+                        env={'MYSQL_PWD': READER_PASSWORD})
+    assert run.returncode == 0, run.stderr
+    assert READER_PASSWORD not in run.stdout + run.stderr
+
+
+def _fails_with(run, *phrases):
+    assert run.returncode != 0
+    lines = run.stderr.strip().splitlines()
+    assert 'Traceback' not in run.stderr
+    assert lines[-1].startswith('starcompactor: error: '), run.stderr
+    for phrase in phrases:
+        assert phrase in lines[-1], lines[-1]
+    return lines[-1]
+
+
+def test_bad_inputs_get_one_line_errors(mariadb, golden_db, nova_db,
+                                        password_file, tmp_path):
+    out = ['--output', str(tmp_path / 'trace')]
+    wrong = tmp_path / 'wrong-password'
+    wrong.write_text('not-the-password\n')
+    line = _fails_with(starcompactor(
+        'instances', *mysql_args(mariadb, golden_db, str(wrong)), *out),
+        'refused user', 'wrong password')
+    assert 'not-the-password' not in line
+
+    _fails_with(starcompactor(
+        'instances', *mysql_args(mariadb, 'no_such_db', password_file), *out),
+        "'no_such_db'")
+
+    with mariadb.admin() as admin, admin.cursor() as cursor:
+        cursor.execute('CREATE DATABASE IF NOT EXISTS not_nova')
+        cursor.execute(f"GRANT SELECT ON not_nova.* TO '{READER}'@'%'")
+    _fails_with(starcompactor(
+        'instances', *mysql_args(mariadb, 'not_nova', password_file), *out),
+        'instances', 'missing')
+
+    _fails_with(starcompactor(
+        'instances', '--mysql-host', '127.0.0.1', '--mysql-port', '9',
+        '--databases', 'nova', *out), 'cannot reach MySQL at 127.0.0.1:9')
+
+    args = mysql_args(mariadb, golden_db, password_file) + out
+    _fails_with(starcompactor('instances', *args, '--start', 'yesterday'),
+                '--start', 'yesterday')
+    _fails_with(starcompactor('instances', *args, '--formats', 'parquet'),
+                '--formats')
+    _fails_with(starcompactor('instances', *args, '--mask-key-file',
+                              str(tmp_path / 'nokey')), 'cannot read')
+    short = tmp_path / 'short.key'
+    short.write_text('tiny')
+    _fails_with(starcompactor('instances', *args, '--mask-key-file',
+                              str(short)), '4 bytes long')
+    _fails_with(starcompactor('instances',
+                              *mysql_args(mariadb, golden_db, password_file)),
+                '--output')
+
+
+def test_an_older_schema_missing_a_column(mariadb, nova_db, password_file,
+                                          tmp_path):
+    database = nova_db()
+    with mariadb.admin() as admin, admin.cursor() as cursor:
+        cursor.execute(f'ALTER TABLE `{database}`.instance_actions_events '
+                       f'DROP COLUMN result')
+    _fails_with(starcompactor(
+        'instances', *mysql_args(mariadb, database, password_file),
+        '--output', str(tmp_path / 'trace')),
+        'instance_actions_events', 'lacks a column', 'result')
+
+
+def test_world_readable_key_file_warns(mariadb, golden_db, password_file,
+                                       tmp_path):
+    key = tmp_path / 'open.key'
+    key.write_bytes(golden.GOLDEN_KEY)
+    key.chmod(0o644)
+    run = starcompactor('instances', *mysql_args(mariadb, golden_db,
+                                                 password_file),
+                        '--output', str(tmp_path / 't'), '--formats', 'csv',
+                        '--mask-key-file', str(key))
+    assert run.returncode == 0, run.stderr
+    assert 'readable by other users' in run.stderr
+    assert golden.GOLDEN_KEY.decode() not in run.stdout + run.stderr
+
+
+def test_no_masking_warns(mariadb, golden_db, password_file, tmp_path):
+    run = starcompactor('instances', *mysql_args(mariadb, golden_db,
+                                                 password_file),
+                        '--output', str(tmp_path / 't'), '--formats', 'csv',
+                        '--mask-method', 'none')
+    assert run.returncode == 0, run.stderr
+    assert 'unmasked' in run.stderr
+
+
+def test_existing_trace_is_refused_unless_overwrite(mariadb, golden_db,
+                                                    password_file, tmp_path):
+    out = tmp_path / 'trace'
+    args = ['instances', *mysql_args(mariadb, golden_db, password_file),
+            '--output', str(out), '--formats', 'csv']
+    assert starcompactor(*args, '--num-shards', '3').returncode == 0
+    _fails_with(starcompactor(*args), 'already exists', '--overwrite')
+    run = starcompactor(*args, '--overwrite', '--num-shards', '1')
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        'trace-00000-of-00001.csv']
