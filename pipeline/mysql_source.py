@@ -9,13 +9,17 @@ table is open-ended: rows added while the trace runs are not missed.
 from dataclasses import dataclass
 from typing import Optional
 
+import logging
+
 import apache_beam as beam
 import pyarrow as pa
 import pymysql
 
 from starcompactor.transforms.schema import (
-    DB, EVENTS, NOVA_TABLES, SHADOW_PREFIX, SOURCE_COLUMNS, SOURCE_TABLES,
+    EVENTS, NOVA_TABLES, SHADOW_PREFIX, SOURCE_COLUMNS, SOURCE_TABLES,
     source_schema)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -137,8 +141,9 @@ class ReadTableSplits(beam.DoFn):
     def setup(self):
         self._db = self.connection.connect(streaming=True)
 
-    def process(self, split):
+    def process(self, split, after=None):
         sql, args = select_statement(split, self.window)
+        read = 0
         with self._db.cursor() as cursor:
             try:
                 cursor.execute(sql, args)
@@ -146,32 +151,65 @@ class ReadTableSplits(beam.DoFn):
                     rows = cursor.fetchmany(self.batch_rows)
                     if not rows:
                         break
+                    read += len(rows)
                     yield beam.pvalue.TaggedOutput(
                         split.table,
                         rows_to_table(split.database, split.table, rows))
             except pymysql.err.MySQLError as e:
                 raise self.connection.error(
                     e, split.database, split.nova_table) from None
+        log.info('read %s.%s ids %d..%s: %d rows', split.database,
+                 split.nova_table, split.first_id,
+                 '' if split.end_id is None else split.end_id - 1, read)
 
     def teardown(self):
         if self._db is not None:
             self._db.close()
 
 
+def _row_count(table):
+    return table.num_rows
+
+
 class ReadNovaMySQL(beam.PTransform):
-    """PBegin -> ``{'instances', 'actions', 'events'}`` of Arrow batches."""
+    """PBegin -> ``{'instances', 'actions', 'events'}`` of Arrow batches.
+
+    Live tables are read before their ``shadow_`` copies: a row that
+    ``archive_deleted_rows`` moves while the trace runs is then read at least
+    once (and a row read twice is dropped by the join), never missed. The
+    shadow reads wait for the live reads through a side input.
+    """
 
     def __init__(self, source, splits):
         super().__init__()
         self.source = source
         self.splits = splits
 
-    def expand(self, pbegin):
+    def _read(self, pbegin, stage, splits, after=None):
         source = self.source
-        read = (pbegin
-                | 'TableSplits' >> beam.Create(self.splits)
-                | 'SpreadSplits' >> beam.Reshuffle()
-                | 'ReadSplits' >> beam.ParDo(ReadTableSplits(
-                    source.connection, source.window, source.batch_rows))
+        read_fn = ReadTableSplits(source.connection, source.window,
+                                  source.batch_rows)
+        return (pbegin
+                | f'{stage}Splits' >> beam.Create(splits)
+                | f'Spread{stage}Splits' >> beam.Reshuffle()
+                | f'Read{stage}Splits' >> beam.ParDo(read_fn, after=after)
                 .with_outputs(*SOURCE_TABLES))
-        return {table: read[table] for table in SOURCE_TABLES}
+
+    def expand(self, pbegin):
+        live = [s for s in self.splits
+                if not s.nova_table.startswith(SHADOW_PREFIX)]
+        shadow = [s for s in self.splits
+                  if s.nova_table.startswith(SHADOW_PREFIX)]
+        live_read = self._read(pbegin, 'Live', live)
+        if not shadow:
+            return {table: live_read[table] for table in SOURCE_TABLES}
+        live_rows = (
+            [live_read[table] for table in SOURCE_TABLES]
+            | 'AllLiveBatches' >> beam.Flatten()
+            | 'LiveBatchRows' >> beam.Map(_row_count)
+            | 'LiveRowsRead' >> beam.CombineGlobally(sum))
+        shadow_read = self._read(pbegin, 'Shadow', shadow,
+                                 after=beam.pvalue.AsSingleton(live_rows))
+        return {table: (live_read[table], shadow_read[table])
+                | f'LiveAndArchived{table.capitalize()}' >> beam.Flatten()
+                for table in SOURCE_TABLES}

@@ -160,3 +160,16 @@ def test_summary_balances_reads_against_trace_and_reasons():
     assert summary.rejects('events') == {'no_action': 1, 'unfinished': 2}
     text = '\n'.join(summary.lines())
     assert 'no_action 1, unfinished 2' in text
+
+
+def test_drop_duplicates_keeps_the_first_of_each_key():
+    from starcompactor.transforms.buckets import drop_duplicates
+    table = pa.table({'db': ['a', 'a', 'b', 'a', 'b'], 'id': [1, 2, 1, 1, 1],
+                      'v': ['first', 'x', 'y', 'second', 'z']})
+    kept, dropped = drop_duplicates(table, ['db', 'id'])
+    assert dropped == 2
+    assert kept.to_pylist() == [{'db': 'a', 'id': 1, 'v': 'first'},
+                                {'db': 'a', 'id': 2, 'v': 'x'},
+                                {'db': 'b', 'id': 1, 'v': 'y'}]
+    same, dropped = drop_duplicates(kept, ['db', 'id'])
+    assert dropped == 0 and same is kept

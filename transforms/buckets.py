@@ -71,3 +71,21 @@ def concat(tables, schema):
     if not tables:
         return schema.empty_table()
     return pa.concat_tables(tables).combine_chunks()
+
+
+def drop_duplicates(table, keys):
+    """``table`` without repeated keys (the first row of each key is kept),
+    and how many rows were dropped."""
+    if table.num_rows < 2:
+        return table, 0
+    distinct = table.group_by(keys).aggregate([])
+    if distinct.num_rows == table.num_rows:
+        return table, 0
+    row = '_row'
+    first = (table.select(keys)
+             .append_column(row, pa.array(np.arange(table.num_rows)))
+             .group_by(keys, use_threads=False)
+             .aggregate([(row, 'min')]))
+    rows = pc.sort_indices(first.column(f'{row}_min'))
+    kept = table.take(first.column(f'{row}_min').take(rows))
+    return kept, table.num_rows - kept.num_rows

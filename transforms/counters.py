@@ -25,6 +25,9 @@ EVENT_NO_INSTANCE = 'no_instance'
 ACTION_NO_INSTANCE = 'no_instance'
 ACTION_NO_EVENTS = 'no_finished_events'
 INSTANCE_NO_EVENTS = 'no_finished_events'
+# Any table: the row was read from both the live and the shadow_ table,
+# archived while the trace ran; the other copy is in the trace.
+READ_TWICE = 'read_twice'
 
 
 def count(name, n):

@@ -11,7 +11,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from starcompactor.transforms import counters as c
-from starcompactor.transforms.buckets import concat, split_into_buckets
+from starcompactor.transforms.buckets import (
+    concat, drop_duplicates, split_into_buckets)
 from starcompactor.transforms.schema import (
     ACTIONS, DB, EVENTS, INSTANCES, source_schema)
 from starcompactor.transforms.validate import VALID_EVENTS_SCHEMA
@@ -57,12 +58,20 @@ def _distinct_count(table, keys):
     return table.group_by(keys).aggregate([]).num_rows
 
 
+def _once(table, name):
+    """A row read twice (from the live table, then from its shadow_ copy,
+    archived meanwhile) counts once; each copy of a key is in one bucket."""
+    table, dropped = drop_duplicates(table, [DB, 'id'])
+    c.count_rejected(name, c.READ_TWICE, dropped)
+    return table
+
+
 def join_events_to_actions(element, num_buckets):
     """One bucket of events and actions -> events with their instance uuid,
     already cut into the buckets of the next join."""
     _, grouped = element
-    events = concat(grouped[EVENTS], VALID_EVENTS_SCHEMA)
-    actions = (concat(grouped[ACTIONS], source_schema(ACTIONS))
+    events = _once(concat(grouped[EVENTS], VALID_EVENTS_SCHEMA), EVENTS)
+    actions = (_once(concat(grouped[ACTIONS], source_schema(ACTIONS)), ACTIONS)
                .select([DB, 'id', 'instance_uuid'])
                .rename_columns([DB, 'action_id', 'instance_uuid']))
     keys = [DB, 'action_id']
@@ -81,7 +90,8 @@ def join_events_to_instances(element):
     """One bucket of events (with uuid) and instances -> joined trace rows."""
     _, grouped = element
     events = concat(grouped[EVENTS], EVENTS_WITH_INSTANCE_SCHEMA)
-    instances = (concat(grouped[INSTANCES], source_schema(INSTANCES))
+    instances = (_once(concat(grouped[INSTANCES], source_schema(INSTANCES)),
+                       INSTANCES)
                  .select([DB, 'uuid'] + list(_INSTANCE_COLUMNS))
                  .rename_columns([DB, 'instance_uuid'] +
                                  list(_INSTANCE_COLUMNS)))
