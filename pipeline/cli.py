@@ -1,9 +1,12 @@
 """``starcompactor`` command line: one subcommand per job."""
 import argparse
 import logging
+import os
 import sys
 
 from starcompactor.pipeline.errors import UserError
+
+DEBUG_ENV = 'STARCOMPACTOR_DEBUG'
 
 USAGE = """usage: starcompactor COMMAND [OPTIONS]
 
@@ -13,11 +16,18 @@ commands:
 Run 'starcompactor COMMAND --help' for its options."""
 
 
-class _DropImportNoise(logging.Filter):
-    """Beam warns at import about Google Cloud clients nobody here uses."""
+class _Quiet(logging.Filter):
+    """Beam warns at import about Google Cloud clients nobody here uses, and
+    logs a worker's failure with its traceback before the run raises it: the
+    CLI reports that failure itself, in one line."""
 
     def filter(self, record):
-        return 'apitools not found' not in record.getMessage()
+        if 'apitools not found' in record.getMessage():
+            return False
+        if record.name.startswith('apache_beam') and record.exc_info:
+            record.exc_info, record.exc_text = None, None
+            return record.levelno < logging.ERROR
+        return True
 
 
 def configure_logging():
@@ -26,7 +36,7 @@ def configure_logging():
     logging.basicConfig(level=logging.WARNING,
                         format='%(levelname)s %(name)s: %(message)s')
     for handler in logging.getLogger().handlers:
-        handler.addFilter(_DropImportNoise())
+        handler.addFilter(_Quiet())
     logging.getLogger('starcompactor').setLevel(logging.INFO)
 
 
@@ -61,6 +71,14 @@ def main(argv=None):
     except KeyboardInterrupt:
         print('starcompactor: interrupted; no trace written', file=sys.stderr)
         return 130
+    except Exception as e:   # a failed run: one line (set DEBUG for more)
+        if os.environ.get(DEBUG_ENV):
+            raise
+        first_line = (str(e).strip().splitlines() or [''])[0]
+        print(f'starcompactor: error: the run failed: {type(e).__name__}: '
+              f'{first_line} (set {DEBUG_ENV}=1 for the traceback)',
+              file=sys.stderr)
+        return 1
     return 0
 
 

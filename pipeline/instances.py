@@ -4,6 +4,7 @@ import glob
 import logging
 import math
 import os
+import shutil
 import stat
 import time
 
@@ -134,6 +135,14 @@ class InstancesJob:
         if out_dir:
             os.makedirs(out_dir, exist_ok=True)
 
+    def remove_temporary_files(self):
+        """After a failed or interrupted run: Beam's sinks leave their
+        unfinished shards in beam-temp-* folders beside the output."""
+        out_dir, name = os.path.split(self.output)
+        for path in glob.glob(os.path.join(out_dir or '.',
+                                           f'beam-temp-{name}-*')):
+            shutil.rmtree(path, ignore_errors=True)
+
     def summarize(self, result, seconds):
         return Summary.from_counters(counters_of(result), seconds,
                                      self.written_files())
@@ -146,8 +155,12 @@ def run(argv):
     began = time.monotonic()
     pipeline = beam.Pipeline(options=options)
     job.build(pipeline)
-    result = pipeline.run()
-    result.wait_until_finish()
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    except BaseException:
+        job.remove_temporary_files()
+        raise
     summary = job.summarize(result, time.monotonic() - began)
     print(f'starcompactor instances: cut {to_iso(job.cut)}')
     for line in summary.lines():

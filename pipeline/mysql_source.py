@@ -6,7 +6,7 @@ workers read the ranges in parallel, each with a server-side (streaming)
 cursor, so memory stays bounded whatever the table size. The last range of a
 table is open-ended: rows added while the trace runs are not missed.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import logging
@@ -20,6 +20,10 @@ from starcompactor.transforms.schema import (
     source_schema)
 
 log = logging.getLogger(__name__)
+
+# Errors after which a fresh connection can carry on where the last ended:
+# server gone away, lost during query, connection killed.
+LOST_CONNECTION = {2006, 2013, 2055, 1927}
 
 
 @dataclass(frozen=True)
@@ -130,7 +134,14 @@ class NovaMySQLSource:
 
 
 class ReadTableSplits(beam.DoFn):
-    """TableSplit -> Arrow batches, tagged with the logical table name."""
+    """TableSplit -> Arrow batches, tagged with the logical table name.
+
+    Rows come ordered by id, so a connection lost mid-split (a server
+    restart, a ``KILL``) is resumed after the last id of the last batch
+    handed on: nothing is lost or read twice. After ``MAX_RESUMES`` in one
+    split the read fails.
+    """
+    MAX_RESUMES = 3
 
     def __init__(self, connection, window, batch_rows):
         self.connection = connection
@@ -141,20 +152,53 @@ class ReadTableSplits(beam.DoFn):
     def setup(self):
         self._db = self.connection.connect(streaming=True)
 
-    def process(self, split, after=None):
+    def _batches(self, split):
         sql, args = select_statement(split, self.window)
-        read = 0
-        with self._db.cursor() as cursor:
+        cursor = self._db.cursor()
+        try:
+            cursor.execute(sql, args)
+            while True:
+                rows = cursor.fetchmany(self.batch_rows)
+                if not rows:
+                    break
+                yield rows
+        except pymysql.err.MySQLError:
+            self._abandon(cursor)
+            raise
+        cursor.close()
+
+    def _abandon(self, cursor):
+        """Drop a broken connection without draining its half-read result
+        (PyMySQL would try, on a dead socket)."""
+        result = getattr(cursor, '_result', None)
+        if result is not None:
+            result.unbuffered_active = False
+        cursor._result = None
+        self._db._force_close()
+
+    def process(self, split, after=None):
+        read, resumes = 0, 0
+        remaining = split
+        while True:
             try:
-                cursor.execute(sql, args)
-                while True:
-                    rows = cursor.fetchmany(self.batch_rows)
-                    if not rows:
-                        break
+                for rows in self._batches(remaining):
                     read += len(rows)
+                    remaining = replace(remaining, first_id=rows[-1][0] + 1)
                     yield beam.pvalue.TaggedOutput(
                         split.table,
                         rows_to_table(split.database, split.table, rows))
+                break
+            except pymysql.err.OperationalError as e:
+                if e.args[0] not in LOST_CONNECTION or \
+                        resumes == self.MAX_RESUMES:
+                    raise self.connection.error(
+                        e, split.database, split.nova_table) from None
+                resumes += 1
+                log.warning('lost the connection reading %s.%s (%s); '
+                            'resuming at id %d (%d/%d)', split.database,
+                            split.nova_table, e.args[0], remaining.first_id,
+                            resumes, self.MAX_RESUMES)
+                self._reconnect()
             except pymysql.err.MySQLError as e:
                 raise self.connection.error(
                     e, split.database, split.nova_table) from None
@@ -162,8 +206,11 @@ class ReadTableSplits(beam.DoFn):
                  split.nova_table, split.first_id,
                  '' if split.end_id is None else split.end_id - 1, read)
 
+    def _reconnect(self):
+        self._db = self.connection.connect(streaming=True)
+
     def teardown(self):
-        if self._db is not None:
+        if self._db is not None and self._db.open:
             self._db.close()
 
 

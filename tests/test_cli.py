@@ -156,3 +156,30 @@ def test_existing_trace_is_refused_unless_overwrite(mariadb, golden_db,
     assert run.returncode == 0, run.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         'trace-00000-of-00001.csv']
+
+
+def test_a_failing_run_leaves_no_files_and_one_line(mariadb, nova_db,
+                                                    password_file, tmp_path):
+    """A table vanishing after the plan: the read fails inside the pipeline,
+    the user gets one line, and no shard, final or temporary, stays."""
+    database = nova_db()
+    with mariadb.admin() as admin:
+        golden.load(admin, database)
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from starcompactor.pipeline import instances
+    from starcompactor.pipeline.errors import UserError
+    out = tmp_path / 'out' / 'trace'
+    options = PipelineOptions(mysql_args(mariadb, database, password_file) +
+                              ['--output', str(out)])
+    job = instances.InstancesJob(options)
+    job.prepare_output()
+    pipeline = __import__('apache_beam').Pipeline(options=options)
+    job.build(pipeline)
+    with mariadb.admin() as admin, admin.cursor() as cursor:
+        cursor.execute(f'DROP TABLE `{database}`.shadow_instances')
+    with pytest.raises(UserError, match='shadow_instances is missing'):
+        try:
+            pipeline.run().wait_until_finish()
+        finally:
+            job.remove_temporary_files()
+    assert list((tmp_path / 'out').iterdir()) == []

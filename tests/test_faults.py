@@ -1,0 +1,75 @@
+"""Faults while reading: a connection killed mid-split, from another
+connection, with KILL, on a real MariaDB."""
+import re
+
+import pymysql
+import pytest
+from pymysql.constants import ER
+
+from conftest import READER
+from starcompactor.pipeline.errors import UserError
+from starcompactor.pipeline.mysql_connection import MySQLConnection
+from starcompactor.pipeline.mysql_source import ReadTableSplits, TableSplit
+
+# Enough rows that the server is still streaming when the kill comes (not
+# all of them already sitting in socket buffers).
+ROWS = 300_000
+BATCH = 1_000
+
+
+@pytest.fixture
+def events_db(mariadb, nova_db):
+    database = nova_db()
+    with mariadb.admin(database) as admin, admin.cursor() as cursor:
+        cursor.execute('SET FOREIGN_KEY_CHECKS=0')
+        cursor.execute(
+            f"INSERT INTO `{database}`.instance_actions_events (id, action_id,"
+            f" event, start_time, finish_time, result) SELECT seq, seq DIV 3,"
+            f" CONCAT('e', seq MOD 3), '2020-01-01 00:00:00',"
+            f" '2020-01-01 00:00:01', 'Success' FROM seq_1_to_{ROWS}")
+    return database
+
+
+def _reader(mariadb, password_file):
+    connection = MySQLConnection(mariadb.host, mariadb.port, READER,
+                                 password_file)
+    reader = ReadTableSplits(connection, (None, None), BATCH)
+    reader.setup()
+    return reader
+
+
+def _kill(mariadb, reader):
+    with mariadb.admin() as admin, admin.cursor() as cursor:
+        try:
+            cursor.execute(f'KILL {reader._db.thread_id()}')
+        except pymysql.err.OperationalError as e:
+            if e.args[0] != ER.NO_SUCH_THREAD:   # killed already
+                raise
+
+
+def _ids(batch):
+    return batch.value.column('id').to_pylist()
+
+
+def test_killed_connection_resumes_without_loss_or_duplicates(
+        mariadb, password_file, events_db, caplog):
+    reader = _reader(mariadb, password_file)
+    split = TableSplit(events_db, 'events', 'instance_actions_events', 0, None)
+    batches = reader.process(split)
+    ids = _ids(next(batches))
+    _kill(mariadb, reader)             # mid-split, rows still streaming
+    ids += [i for batch in batches for i in _ids(batch)]
+    reader.teardown()
+    assert ids == list(range(1, ROWS + 1))
+    assert re.search(r'resuming at id \d+ \(1/3\)', caplog.text)
+
+
+def test_a_connection_killed_again_and_again_fails_clearly(
+        mariadb, password_file, events_db):
+    reader = _reader(mariadb, password_file)
+    split = TableSplit(events_db, 'events', 'instance_actions_events', 0, None)
+    batches = reader.process(split)
+    with pytest.raises(UserError, match='cannot reach MySQL|MySQL error'):
+        for _ in batches:
+            _kill(mariadb, reader)
+    reader.teardown()
