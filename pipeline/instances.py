@@ -12,6 +12,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from starcompactor.pipeline.errors import UserError
+from starcompactor.pipeline.manifest import manifest_path, write_manifest
 from starcompactor.pipeline.mysql_connection import MySQLConnection
 from starcompactor.pipeline.mysql_source import NovaMySQLSource, ReadNovaMySQL
 from starcompactor.pipeline.options import InstancesOptions
@@ -125,6 +126,8 @@ class InstancesJob:
         """Refuse to mix with an earlier trace; with --overwrite, remove it
         (all of its shards, whatever their count or format)."""
         existing = self.written_files(FORMATS)
+        if os.path.exists(manifest_path(self.output)):
+            existing.append(manifest_path(self.output))
         if existing and not self.overwrite:
             raise UserError(f'a trace already exists at {self.output} '
                             f'({existing[0]}, ...): choose another --output '
@@ -147,6 +150,31 @@ class InstancesJob:
         return Summary.from_counters(counters_of(result), seconds,
                                      self.written_files())
 
+    def facts(self, summary):
+        """What the manifest tells about this run besides the counts."""
+        spec, source = self.spec, self.source
+        key = self.spec.key_source
+        fingerprint = (None if key.kind == 'random' or
+                       spec.mask_method == mask.NO_MASKING
+                       else mask.key_fingerprint(mask.load_key(key)))
+        epoch = summary.epoch
+        return {
+            'cut': to_iso(self.cut),
+            'epoch': (to_iso(dt.datetime.fromtimestamp(epoch, UTC))
+                      if epoch is not None else None),
+            'epoch_sec': epoch,
+            'source': source.describe(),
+            'masking': {
+                'method': spec.mask_method,
+                'fields': (list(mask.masked_columns(spec.mask_uuid))
+                           if spec.mask_method != mask.NO_MASKING else []),
+                'key': key.kind if key.kind != 'random'
+                else 'random per-run key, discarded',
+                'key_fingerprint': fingerprint,
+            },
+            'formats': self.formats,
+        }
+
 
 def run(argv):
     options = PipelineOptions(argv)
@@ -162,7 +190,9 @@ def run(argv):
         job.remove_temporary_files()
         raise
     summary = job.summarize(result, time.monotonic() - began)
+    write_manifest(job.output, summary, job.facts(summary))
     print(f'starcompactor instances: cut {to_iso(job.cut)}')
     for line in summary.lines():
         print(line)
+    print(f'  wrote {manifest_path(job.output)}')
     return summary

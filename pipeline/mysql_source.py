@@ -84,6 +84,12 @@ class NovaMySQLSource:
         self.split_ids = split_ids
         self.batch_rows = batch_rows
 
+    def describe(self):
+        start, end = self.window
+        return {'kind': 'mysql', 'server': self.connection.describe(),
+                'databases': self.databases, 'archived': self.archived,
+                'window': {'start': start, 'end': end}}
+
     def nova_tables(self):
         prefixes = ('', SHADOW_PREFIX) if self.archived else ('',)
         return [(table, prefix + NOVA_TABLES[table])

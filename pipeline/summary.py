@@ -1,5 +1,6 @@
 """The run summary: what was read, written and left out, from Beam metrics."""
 from dataclasses import dataclass, field
+from typing import Optional
 
 from apache_beam.metrics.metric import MetricsFilter
 
@@ -17,6 +18,10 @@ def counters_of(result):
             value = counter.attempted
         name = counter.key.metric.name
         totals[name] = totals.get(name, 0) + (value or 0)
+    for distribution in query['distributions']:
+        value = distribution.committed or distribution.attempted
+        if value is not None and value.count:
+            totals[distribution.key.metric.name] = value.min
     return totals
 
 
@@ -37,6 +42,7 @@ class Summary:
     trace_rows: int
     seconds: float = 0.0
     files: tuple = ()
+    epoch: Optional[int] = None     # seconds since 1970; None: empty trace
 
     @classmethod
     def from_counters(cls, counters, seconds=0.0, files=()):
@@ -51,7 +57,7 @@ class Summary:
                 table, _, reason = rest.partition('.')
                 tables[table].left_out[reason] = value
         return cls(tables, counters.get(c.TRACE_ROWS, 0), seconds,
-                   tuple(files))
+                   tuple(files), counters.get(c.EPOCH))
 
     def rejects(self, table):
         return {reason: n for reason, n in

@@ -155,7 +155,7 @@ def test_existing_trace_is_refused_unless_overwrite(mariadb, golden_db,
     run = starcompactor(*args, '--overwrite', '--num-shards', '1')
     assert run.returncode == 0, run.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        'trace-00000-of-00001.csv']
+        'trace-00000-of-00001.csv', 'trace.manifest.json']
 
 
 def test_a_failing_run_leaves_no_files_and_one_line(mariadb, nova_db,
@@ -183,3 +183,36 @@ def test_a_failing_run_leaves_no_files_and_one_line(mariadb, nova_db,
         finally:
             job.remove_temporary_files()
     assert list((tmp_path / 'out').iterdir()) == []
+
+
+def test_manifest_lists_shards_counts_and_key_fingerprint(
+        mariadb, golden_db, password_file, tmp_path):
+    import hashlib
+    import json
+    key = tmp_path / 'key'
+    key.write_bytes(golden.GOLDEN_KEY)
+    key.chmod(0o600)
+    out = tmp_path / 'trace'
+    run = starcompactor('instances', *mysql_args(mariadb, golden_db,
+                                                 password_file),
+                        '--output', str(out), '--num-shards', '2',
+                        '--formats', 'csv,avro,jsonl',
+                        '--mask-key-file', str(key))
+    assert run.returncode == 0, run.stderr
+    manifest = json.loads((tmp_path / 'trace.manifest.json').read_text())
+    assert manifest['epoch'] == '2016-03-01T12:00:01Z'
+    assert manifest['epoch_sec'] == 1456833601
+    assert manifest['trace_rows'] == 7
+    # HMAC-SHA256(key, 'starcompactor key fingerprint v1')[:16]
+    assert manifest['masking']['key_fingerprint'] == '15c00066e6d55940'
+    assert manifest['source_rows']['events'] == {
+        'read': 10, 'in_trace': 7,
+        'left_out': {'no_action': 1, 'no_instance': 1, 'unfinished': 1}}
+    shards = manifest['shards']
+    assert len(shards) == 6
+    for fmt in ('csv', 'avro', 'jsonl'):
+        assert sum(s['rows'] for s in shards if s['format'] == fmt) == 7
+    for shard in shards:
+        data = (tmp_path / shard['file']).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == shard['sha256']
+    assert READER_PASSWORD not in json.dumps(manifest)

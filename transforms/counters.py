@@ -12,6 +12,7 @@ READ = 'read'            # counter name: read.<table>
 IN_TRACE = 'in_trace'    # in_trace.<table>: rows that reached the trace
 REJECTED = 'rejected'    # rejected.<table>.<reason>
 TRACE_ROWS = 'trace_rows'
+EPOCH = 'epoch'           # a distribution: the epoch the run used
 
 # Reasons a row is not in the trace. Rejects are rows that would have been
 # trace rows but are broken or incomplete; the others are simply rows the
@@ -45,3 +46,7 @@ def count_in_trace(table, n):
 
 def count_rejected(table, reason, n):
     count(f'{REJECTED}.{table}.{reason}', n)
+
+
+def record_epoch(epoch):
+    beam.metrics.Metrics.distribution(NAMESPACE, EPOCH).update(int(epoch))

@@ -48,6 +48,7 @@ def _validate(events, cut):
 def _derive(joined, epoch):
     trace = to_trace(joined, epoch)
     c.count(c.TRACE_ROWS, trace.num_rows)
+    c.record_epoch(epoch)
     return trace
 
 

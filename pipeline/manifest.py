@@ -1,0 +1,73 @@
+"""``PREFIX.manifest.json``: what a trace holds and how it was made.
+
+Lists each shard with its rows and sha256, the source row counts and the
+rows left out by reason, the cut time, the epoch, the tool version and a
+fingerprint of the masking key (an HMAC of a fixed label under the key: two
+traces can be checked for the same key without revealing it).
+"""
+import hashlib
+import json
+import os
+
+import fastavro
+import pyarrow.csv as pa_csv
+
+import starcompactor
+from starcompactor.transforms.schema import CSV_HEADER
+
+MANIFEST_SUFFIX = '.manifest.json'
+
+
+def manifest_path(prefix):
+    return prefix + MANIFEST_SUFFIX
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def count_rows(path):
+    """Rows in one shard, read the way its format is read."""
+    if path.endswith('.avro'):
+        with open(path, 'rb') as f:
+            return sum(block.num_records for block in fastavro.block_reader(f))
+    if path.endswith('.csv'):
+        options = pa_csv.ConvertOptions(
+            column_types={name: 'string' for name in CSV_HEADER})
+        reader = pa_csv.open_csv(path, convert_options=options)
+        return sum(batch.num_rows for batch in reader)
+    with open(path, 'rb') as f:
+        return sum(1 for line in f if line.strip())
+
+
+def describe_shard(path):
+    return {'file': os.path.basename(path),
+            'format': path.rsplit('.', 1)[-1],
+            'rows': count_rows(path),
+            'sha256': _sha256(path)}
+
+
+def write_manifest(prefix, summary, facts):
+    """Write the manifest; ``facts`` describes the run (cut, epoch, key...)."""
+    manifest = {
+        'tool': 'starcompactor',
+        'version': starcompactor.__version__,
+        **facts,
+        'trace_rows': summary.trace_rows,
+        'source_rows': {
+            table: {'read': count.read, 'in_trace': count.in_trace,
+                    'left_out': summary.rejects(table)}
+            for table, count in summary.tables.items()},
+        'shards': [describe_shard(path) for path in summary.files],
+    }
+    path = manifest_path(prefix)
+    temporary = path + '.tmp'
+    with open(temporary, 'w', encoding='utf-8') as f:
+        json.dump(manifest, f, indent=2, sort_keys=False)
+        f.write('\n')
+    os.replace(temporary, path)
+    return manifest
