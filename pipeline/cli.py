@@ -12,6 +12,8 @@ USAGE = """usage: starcompactor COMMAND [OPTIONS]
 
 commands:
   instances   extract the instance-event trace from Nova databases
+  report      statistics and plots of a trace (HTML and JSON)
+  synth       write a synthetic Nova history (MySQL or a dump file)
 
 Run 'starcompactor COMMAND --help' for its options."""
 
@@ -42,19 +44,31 @@ def configure_logging():
 
 def _instances(argv):
     from starcompactor.pipeline import instances
-    from starcompactor.pipeline.options import InstancesOptions
+    from starcompactor.pipeline.options import (
+        InstancesOptions, NovaSourceOptions)
     parser = argparse.ArgumentParser(
         prog='starcompactor instances',
         description='Extract an anonymized instance-event trace from Nova.',
         epilog='Any Apache Beam pipeline option (--runner, '
                '--direct_num_workers, --direct_running_mode, ...) is accepted '
                'too.')
+    NovaSourceOptions._add_argparse_args(parser)
     InstancesOptions._add_argparse_args(parser)
     parser.parse_known_args(argv)   # --help, and errors in our own options
     instances.run(argv)
 
 
-COMMANDS = {'instances': _instances}
+def _synth(argv):
+    from starcompactor.pipeline import synth
+    synth.run(synth.argument_parser().parse_args(argv))
+
+
+def _report(argv):
+    from starcompactor.pipeline import report
+    report.main(argv)
+
+
+COMMANDS = {'instances': _instances, 'synth': _synth, 'report': _report}
 
 
 def main(argv=None):

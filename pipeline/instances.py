@@ -13,13 +13,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from starcompactor.pipeline.errors import UserError
 from starcompactor.pipeline.manifest import manifest_path, write_manifest
-from starcompactor.pipeline.mysql_connection import MySQLConnection
-from starcompactor.pipeline.mysql_source import NovaMySQLSource, ReadNovaMySQL
 from starcompactor.pipeline.options import InstancesOptions
 from starcompactor.pipeline.sinks import FORMATS, WriteTrace
+from starcompactor.pipeline.sources import nova_source, split_list
 from starcompactor.pipeline.summary import Summary, counters_of
-from starcompactor.pipeline.times import (
-    UTC, parse_iso_utc, to_iso, to_nova_text, to_seconds)
+from starcompactor.pipeline.times import UTC, parse_iso_utc, to_iso, to_seconds
 from starcompactor.transforms import mask
 from starcompactor.transforms.trace import BuildTrace, TraceSpec
 
@@ -34,10 +32,6 @@ def buckets_for(estimated_events, requested=0):
     if requested > 0:
         return requested
     return max(MIN_BUCKETS, math.ceil(estimated_events / EVENTS_PER_BUCKET))
-
-
-def _split_list(text):
-    return [item.strip() for item in (text or '').split(',') if item.strip()]
 
 
 def _check_key_source(key_source):
@@ -65,7 +59,7 @@ class InstancesJob:
             raise UserError('--output PREFIX is required (e.g. out/trace)')
         self.output = opts.output
         self.overwrite = opts.overwrite
-        self.formats = _split_list(opts.formats)
+        self.formats = split_list(opts.formats)
         unknown = sorted(set(self.formats) - set(FORMATS))
         if unknown or not self.formats:
             raise UserError(f'--formats must list some of {", ".join(FORMATS)}'
@@ -75,20 +69,8 @@ class InstancesJob:
         self.num_shards = opts.num_shards
         self.cut = (now or dt.datetime.now(UTC)).replace(microsecond=0)
 
-        window = [parse_iso_utc(t, flag) if t else None
-                  for t, flag in ((opts.start, '--start'), (opts.end, '--end'))]
-        if all(window) and window[0] >= window[1]:
-            raise UserError('--start must be before --end')
         epoch = parse_iso_utc(opts.epoch, '--epoch') if opts.epoch else None
-
-        databases = _split_list(opts.databases)
-        if not databases:
-            raise UserError('--databases must name at least one database')
-        self.source = NovaMySQLSource(
-            MySQLConnection(opts.mysql_host, opts.mysql_port, opts.mysql_user,
-                            opts.mysql_password_file),
-            databases, archived=opts.archived,
-            window=tuple(to_nova_text(t) if t else None for t in window))
+        self.source = nova_source(options)
 
         key_source = mask.key_source_for(opts.mask_key_file)
         if opts.mask_method == mask.NO_MASKING:
@@ -113,7 +95,7 @@ class InstancesJob:
                  num_buckets)
         spec = TraceSpec(**{**self.spec.__dict__, 'num_buckets': num_buckets})
         return (pipeline
-                | 'ReadNova' >> ReadNovaMySQL(self.source, splits)
+                | 'ReadNova' >> self.source.reader(splits)
                 | 'BuildTrace' >> BuildTrace(spec)
                 | 'WriteTrace' >> WriteTrace(self.output, self.formats,
                                              self.num_shards))

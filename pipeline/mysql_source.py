@@ -15,8 +15,9 @@ import apache_beam as beam
 import pyarrow as pa
 import pymysql
 
+from starcompactor.transforms.mask import DEFAULT_MASKED as IDENTITY_COLUMNS
 from starcompactor.transforms.schema import (
-    EVENTS, NOVA_TABLES, SHADOW_PREFIX, SOURCE_COLUMNS, SOURCE_TABLES,
+    EVENTS, INSTANCES, NOVA_TABLES, SHADOW_PREFIX, SOURCE_COLUMNS, SOURCE_TABLES,
     source_schema)
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,30 @@ class NovaMySQLSource:
         self.window = window
         self.split_ids = split_ids
         self.batch_rows = batch_rows
+
+    def reader(self, splits):
+        return ReadNovaMySQL(self, splits)
+
+    def raw_identities(self):
+        """Every distinct raw user, project, instance name and host."""
+        values = set()
+        connection = self.connection.connect()
+        try:
+            with connection.cursor() as cursor:
+                for database in self.databases:
+                    for table, nova_table in self.nova_tables():
+                        if table != INSTANCES:
+                            continue
+                        for column in IDENTITY_COLUMNS:
+                            cursor.execute(
+                                f'SELECT DISTINCT {_quote(column)} FROM '
+                                f'{_quote(database)}.{_quote(nova_table)}')
+                            values.update(v for v, in cursor if v)
+        except pymysql.err.MySQLError as e:
+            raise self.connection.error(e) from None
+        finally:
+            connection.close()
+        return values
 
     def describe(self):
         start, end = self.window

@@ -10,7 +10,8 @@ from starcompactor.pipeline.sinks import DEFAULT_FORMATS
 from starcompactor.transforms.mask import HMAC_SHA256, KEY_ENV, MASK_METHODS
 
 
-class InstancesOptions(PipelineOptions):
+class NovaSourceOptions(PipelineOptions):
+    """Where Nova's tables come from, and which rows of them."""
 
     @classmethod
     def _add_argparse_args(cls, parser):
@@ -37,6 +38,12 @@ class InstancesOptions(PipelineOptions):
                             'ISO-8601 time (UTC unless a zone is given)')
         source.add_argument('--end', help='only events starting before this')
 
+
+class InstancesOptions(PipelineOptions):
+    """What the instance-event trace looks like and where it goes."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
         trace = parser.add_argument_group('trace')
         trace.add_argument('--output', help='prefix of the files written, '
                                             'e.g. out/trace')

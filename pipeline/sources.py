@@ -1,0 +1,45 @@
+"""Choosing the Nova source a run reads from, by its options.
+
+Every source offers the same small interface, so jobs never care which one
+they read:
+
+- ``plan()`` -> ``(splits, estimated_events)``, checking access on the way
+  (a wrong password or a missing table fails here, before the run starts);
+- ``reader(splits)`` -> a PTransform ``PBegin -> {'instances', 'actions',
+  'events'}`` of Arrow batches in ``transforms.schema``'s source schemas;
+- ``describe()`` -> a JSON-able description for the manifest (no secrets);
+- ``raw_identities()`` -> the raw values masking must hide, for leak checks.
+"""
+from starcompactor.pipeline.errors import UserError
+from starcompactor.pipeline.mysql_connection import MySQLConnection
+from starcompactor.pipeline.mysql_source import NovaMySQLSource
+from starcompactor.pipeline.options import NovaSourceOptions
+from starcompactor.pipeline.times import parse_iso_utc, to_nova_text
+
+
+def split_list(text):
+    return [item.strip() for item in (text or '').split(',') if item.strip()]
+
+
+def event_window(opts):
+    """``(start, end)`` as Nova-format text, either may be None."""
+    window = [parse_iso_utc(t, flag) if t else None
+              for t, flag in ((opts.start, '--start'), (opts.end, '--end'))]
+    if all(window) and window[0] >= window[1]:
+        raise UserError('--start must be before --end')
+    return tuple(to_nova_text(t) if t else None for t in window)
+
+
+def mysql_connection(opts):
+    return MySQLConnection(opts.mysql_host, opts.mysql_port, opts.mysql_user,
+                           opts.mysql_password_file)
+
+
+def nova_source(options):
+    """The source that ``NovaSourceOptions`` describe."""
+    opts = options.view_as(NovaSourceOptions)
+    databases = split_list(opts.databases)
+    if not databases:
+        raise UserError('--databases must name at least one database')
+    return NovaMySQLSource(mysql_connection(opts), databases,
+                           archived=opts.archived, window=event_window(opts))
