@@ -12,6 +12,7 @@ USAGE = """usage: starcompactor COMMAND [OPTIONS]
 
 commands:
   instances   extract the instance-event trace from Nova databases
+  verify      check a trace's files for raw identities and the key
   report      statistics and plots of a trace (HTML and JSON)
   synth       write a synthetic Nova history (MySQL or a dump file)
 
@@ -68,7 +69,41 @@ def _report(argv):
     report.main(argv)
 
 
-COMMANDS = {'instances': _instances, 'synth': _synth, 'report': _report}
+def _verify(argv):
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from starcompactor.pipeline import leaks, sources
+    from starcompactor.pipeline.options import NovaSourceOptions
+    from starcompactor.transforms import mask
+    parser = argparse.ArgumentParser(
+        prog='starcompactor verify',
+        description='Check every file of a trace for raw identities of the '
+                    'source and for the masking key; exit 1 on any hit.')
+    parser.add_argument('prefix', help='the trace, as given to --output')
+    parser.add_argument('--mask-key-file', dest='mask_key_file',
+                        help='the key the trace was masked with, if one was '
+                             f'supplied (or ${mask.KEY_ENV})')
+    NovaSourceOptions._add_argparse_args(parser)
+    args, _ = parser.parse_known_args(argv)
+    paths = leaks.shards_of(args.prefix)
+    if not paths:
+        raise UserError(f'no trace files at {args.prefix}')
+    source_flags = [a for a in argv if a != args.prefix]
+    source = sources.nova_source(PipelineOptions(source_flags))
+    try:
+        found = leaks.check(paths, source,
+                            mask.key_source_for(args.mask_key_file))
+    except mask.MaskKeyError as e:
+        raise UserError(str(e))
+    for leak in found[:20]:
+        print(f'LEAK {leak}')
+    if found:
+        raise UserError(f'{len(found)} leaks in {len(paths)} files')
+    print(f'verify: {len(paths)} files checked, no raw identity and no key '
+          f'found')
+
+
+COMMANDS = {'instances': _instances, 'verify': _verify, 'synth': _synth,
+            'report': _report}
 
 
 def main(argv=None):

@@ -11,6 +11,7 @@ import time
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from starcompactor.pipeline import leaks
 from starcompactor.pipeline.errors import UserError
 from starcompactor.pipeline.manifest import manifest_path, write_manifest
 from starcompactor.pipeline.options import InstancesOptions
@@ -84,6 +85,8 @@ class InstancesJob:
             epoch=to_seconds(epoch) if epoch else None,
             cut=to_seconds(self.cut))
         self._requested_buckets = opts.buckets
+        self.leak_check = (opts.leak_check and
+                           opts.mask_method != mask.NO_MASKING)
 
     def build(self, pipeline):
         """Add the job to ``pipeline``; returns the PCollection of files."""
@@ -173,6 +176,13 @@ def run(argv):
         raise
     summary = job.summarize(result, time.monotonic() - began)
     write_manifest(job.output, summary, job.facts(summary))
+    if job.leak_check:
+        found = leaks.check(summary.files, job.source, job.spec.key_source,
+                            rows_per_file=leaks.SAMPLE_ROWS)
+        if found:
+            raise UserError(f'leak check failed: {found[0]} (and '
+                            f'{len(found) - 1} more); do not publish '
+                            f'{job.output}')
     print(f'starcompactor instances: cut {to_iso(job.cut)}')
     for line in summary.lines():
         print(line)

@@ -70,5 +70,9 @@ class InstancesOptions(PipelineOptions):
                            action='store_true',
                            help='mask instance uuids too')
         trace.add_argument(
+            '--no-leak-check', dest='leak_check', action='store_false',
+            help='skip the check, after writing, that a sample of the trace '
+                 'holds no raw identity and not the key')
+        trace.add_argument(
             '--buckets', type=int, default=0,
             help='hash buckets of the join (0: from the data size)')

@@ -216,3 +216,38 @@ def test_manifest_lists_shards_counts_and_key_fingerprint(
         data = (tmp_path / shard['file']).read_bytes()
         assert hashlib.sha256(data).hexdigest() == shard['sha256']
     assert READER_PASSWORD not in json.dumps(manifest)
+
+
+def test_verify_finds_raw_identities_and_the_key(mariadb, golden_db,
+                                                 password_file, tmp_path):
+    key = tmp_path / 'key'
+    key.write_bytes(golden.GOLDEN_KEY)
+    key.chmod(0o600)
+    source = mysql_args(mariadb, golden_db, password_file)
+    masked, raw = tmp_path / 'masked', tmp_path / 'raw'
+    for out, extra in ((masked, ['--mask-key-file', str(key)]),
+                       (raw, ['--mask-method', 'none'])):
+        run = starcompactor('instances', *source, '--output', str(out),
+                            '--formats', 'csv,avro,jsonl', *extra)
+        assert run.returncode == 0, run.stderr
+
+    ok = starcompactor('verify', str(masked), *source,
+                       '--mask-key-file', str(key))
+    assert ok.returncode == 0, ok.stderr
+    assert 'no raw identity and no key found' in ok.stdout
+
+    leaky = starcompactor('verify', str(raw), *source)
+    line = _fails_with(leaky, 'leaks in 3 files')
+    assert 'a raw identity' in leaky.stdout
+    for identity in golden.RAW_IDENTITIES:     # never echoed
+        assert identity not in leaky.stdout + leaky.stderr
+
+    # The key itself inside a shard.
+    shard = next(tmp_path.glob('masked-*.jsonl'))
+    shard.write_bytes(shard.read_bytes() + golden.GOLDEN_KEY + b'\n')
+    leaky = starcompactor('verify', str(masked), *source,
+                          '--mask-key-file', str(key))
+    _fails_with(leaky, 'leaks')
+    assert 'the masking key' in leaky.stdout
+    assert golden.GOLDEN_KEY.decode() not in leaky.stdout + leaky.stderr
+    assert line

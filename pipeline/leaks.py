@@ -1,0 +1,99 @@
+"""Leak checks: does any output file hold a raw identity or the key?
+
+Every field value of every shard is compared with the set of raw values the
+source holds (users, projects, instance names, hosts); masking replaces a
+whole field, so a leak is a whole field. The key, when one was supplied, is
+looked for as bytes anywhere in the text formats and in every decoded value.
+"""
+import csv
+import glob
+import json
+from dataclasses import dataclass
+
+import fastavro
+
+from starcompactor.pipeline.sinks import FORMATS
+
+
+@dataclass(frozen=True)
+class Leak:
+    file: str
+    row: int
+    what: str
+
+    def __str__(self):
+        return f'{self.file} row {self.row}: {self.what}'
+
+
+def _json_values(line):
+    """A line's values; a line that is not a JSON object is one value."""
+    try:
+        return list(json.loads(line).values())
+    except (ValueError, AttributeError):
+        return [line.rstrip('\n')]
+
+
+def _rows(path, limit):
+    """Field values of the first ``limit`` rows (all when None)."""
+    if path.endswith('.avro'):
+        with open(path, 'rb') as f:
+            for n, record in enumerate(fastavro.reader(f)):
+                if limit is not None and n >= limit:
+                    return
+                yield [v for v in record.values() if v is not None]
+        return
+    with open(path, encoding='utf-8', newline='') as f:
+        if path.endswith('.csv'):
+            lines = csv.reader(f)
+            next(lines, None)   # the header
+        else:
+            lines = (_json_values(line) for line in f if line.strip())
+        for n, values in enumerate(lines):
+            if limit is not None and n >= limit:
+                return
+            yield list(values)
+
+
+def _file_contains(path, needle, block=1 << 20):
+    with open(path, 'rb') as f:
+        tail = b''
+        for chunk in iter(lambda: f.read(block), b''):
+            if needle in tail + chunk:
+                return True
+            tail = chunk[-(len(needle) - 1):] if len(needle) > 1 else b''
+    return False
+
+
+def shards_of(prefix):
+    return sorted(path for fmt in FORMATS
+                  for path in glob.glob(f'{prefix}-*-of-*.{fmt}'))
+
+
+def find_leaks(paths, raw_values, key=None, rows_per_file=None):
+    """All leaks in ``paths``; ``rows_per_file`` limits the check to a
+    sample (the first rows of each shard)."""
+    raw_values = {v for v in raw_values if v}
+    key_text = key.decode('utf-8', 'replace') if key else None
+    leaks = []
+    for path in paths:
+        if key and not path.endswith('.avro') and _file_contains(path, key):
+            leaks.append(Leak(path, 0, 'the masking key'))
+        for n, values in enumerate(_rows(path, rows_per_file), start=1):
+            for value in values:
+                text = str(value)
+                if text in raw_values:
+                    leaks.append(Leak(path, n, 'a raw identity in a field'))
+                elif key_text and key_text in text:
+                    leaks.append(Leak(path, n, 'the masking key'))
+    return leaks
+
+
+SAMPLE_ROWS = 1_000
+
+
+def check(paths, source, key_source, rows_per_file=None):
+    """Leaks of a trace read from ``source``, masked with ``key_source``'s
+    key (a drawn key is gone: then only raw identities are looked for)."""
+    from starcompactor.transforms import mask
+    key = None if key_source.kind == 'random' else mask.load_key(key_source)
+    return find_leaks(paths, source.raw_identities(), key, rows_per_file)
