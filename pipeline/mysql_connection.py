@@ -73,6 +73,7 @@ class MySQLConnection:
                 password=self.password(), database=database,
                 connect_timeout=self.connect_timeout,
                 charset='utf8mb4', conv=FAST_CONVERSIONS,
+                use_unicode=False,   # text is decoded, checked, by Arrow
                 cursorclass=(pymysql.cursors.SSCursor if streaming
                              else pymysql.cursors.Cursor))
         except pymysql.err.MySQLError as e:

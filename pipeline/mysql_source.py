@@ -15,6 +15,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pymysql
 
+from starcompactor.transforms import counters as c
 from starcompactor.transforms.mask import DEFAULT_MASKED as IDENTITY_COLUMNS
 from starcompactor.transforms.schema import (
     EVENTS, INSTANCES, NOVA_TABLES, SHADOW_PREFIX, SOURCE_COLUMNS, SOURCE_TABLES,
@@ -60,14 +61,36 @@ def select_statement(split, window=(None, None)):
     return sql + ' ORDER BY id', args
 
 
-def rows_to_table(database, table, rows):
-    """Arrow batch (``schema.source_schema``) from PyMySQL row tuples."""
-    schema = source_schema(table)
+def _to_table(database, table, rows):
     columns = list(zip(*rows)) if rows else [()] * len(SOURCE_COLUMNS[table])
     arrays = [pa.array([database] * len(rows), pa.string())]
-    arrays += [pa.array(values, typ) for values, (_, typ)
-               in zip(columns, SOURCE_COLUMNS[table])]
-    return pa.Table.from_arrays(arrays, schema=schema)
+    for values, (_, typ) in zip(columns, SOURCE_COLUMNS[table]):
+        if typ == pa.string():
+            # Text arrives undecoded; Arrow checks it is UTF-8, in C++.
+            arrays.append(pa.array(values, pa.binary()).cast(typ))
+        else:
+            arrays.append(pa.array(values, typ))
+    return pa.Table.from_arrays(arrays, schema=source_schema(table))
+
+
+def _is_utf8(row):
+    try:
+        for value in row:
+            if isinstance(value, bytes):
+                value.decode('utf-8')
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def rows_to_table(database, table, rows):
+    """Arrow batch (``schema.source_schema``) from PyMySQL row tuples, and
+    how many rows were dropped because their text is not UTF-8."""
+    try:
+        return _to_table(database, table, rows), 0
+    except pa.ArrowInvalid:
+        valid = [row for row in rows if _is_utf8(row)]
+        return _to_table(database, table, valid), len(rows) - len(valid)
 
 
 class NovaMySQLSource:
@@ -102,7 +125,8 @@ class NovaMySQLSource:
                             cursor.execute(
                                 f'SELECT DISTINCT {_quote(column)} FROM '
                                 f'{_quote(database)}.{_quote(nova_table)}')
-                            values.update(v for v, in cursor if v)
+                            values.update(v.decode('utf-8', 'replace')
+                                          for v, in cursor if v)
         except pymysql.err.MySQLError as e:
             raise self.connection.error(e) from None
         finally:
@@ -215,9 +239,11 @@ class ReadTableSplits(beam.DoFn):
                 for rows in self._batches(remaining):
                     read += len(rows)
                     remaining = replace(remaining, first_id=rows[-1][0] + 1)
-                    yield beam.pvalue.TaggedOutput(
-                        split.table,
-                        rows_to_table(split.database, split.table, rows))
+                    batch, invalid = rows_to_table(split.database,
+                                                   split.table, rows)
+                    c.count_read(split.table, invalid)
+                    c.count_rejected(split.table, c.INVALID_UTF8, invalid)
+                    yield beam.pvalue.TaggedOutput(split.table, batch)
                 break
             except pymysql.err.OperationalError as e:
                 if e.args[0] not in LOST_CONNECTION or \

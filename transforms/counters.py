@@ -26,9 +26,12 @@ EVENT_NO_INSTANCE = 'no_instance'
 ACTION_NO_INSTANCE = 'no_instance'
 ACTION_NO_EVENTS = 'no_finished_events'
 INSTANCE_NO_EVENTS = 'no_finished_events'
+INSTANCE_BAD_UUID = 'bad_uuid'
 # Any table: the row was read from both the live and the shadow_ table,
 # archived while the trace ran; the other copy is in the trace.
 READ_TWICE = 'read_twice'
+# Any table: text that is not UTF-8 (seen in damaged or hand-edited rows).
+INVALID_UTF8 = 'invalid_utf8'
 
 
 def count(name, n):

@@ -7,6 +7,7 @@ Every source feeds this transform and every sink reads from it::
     instances ─────────┘
 """
 from dataclasses import dataclass
+from functools import partial
 from typing import Optional
 
 import apache_beam as beam
@@ -17,7 +18,8 @@ from starcompactor.transforms.join import JoinEventsToInstances
 from starcompactor.transforms.mask import (
     NO_MASKING, HMAC_SHA256, KeySource, MaskIdentities, MaskKey, masked_columns)
 from starcompactor.transforms.schema import ACTIONS, EVENTS, INSTANCES
-from starcompactor.transforms.validate import validate_events
+from starcompactor.transforms.validate import (
+    validate_events, validate_instances)
 
 
 @dataclass(frozen=True)
@@ -36,11 +38,11 @@ def _count_read(table, name):
     return table
 
 
-def _validate(events, cut):
-    c.count_read(EVENTS, events.num_rows)
-    valid, rejects = validate_events(events, cut)
+def _validated(table, name, validate):
+    c.count_read(name, table.num_rows)
+    valid, rejects = validate(table)
     for reason, n in rejects.items():
-        c.count_rejected(EVENTS, reason, n)
+        c.count_rejected(name, reason, n)
     if valid.num_rows:
         yield valid
 
@@ -64,12 +66,12 @@ class BuildTrace(beam.PTransform):
         spec = self.spec
         pipeline = tables[EVENTS].pipeline
         source = {
-            INSTANCES: tables[INSTANCES] | 'CountInstances' >> beam.Map(
-                _count_read, INSTANCES),
+            INSTANCES: tables[INSTANCES] | 'ValidateInstances' >> beam.FlatMap(
+                _validated, INSTANCES, validate_instances),
             ACTIONS: tables[ACTIONS] | 'CountActions' >> beam.Map(
                 _count_read, ACTIONS),
             EVENTS: tables[EVENTS] | 'ValidateEvents' >> beam.FlatMap(
-                _validate, spec.cut),
+                _validated, EVENTS, partial(validate_events, cut=spec.cut)),
         }
         joined = source | 'Join' >> JoinEventsToInstances(spec.num_buckets)
 

@@ -72,3 +72,20 @@ def validate_events(events, cut=None):
         'result': events.column('result'),
     }, schema=VALID_EVENTS_SCHEMA).filter(pc.invert(rejected))
     return valid, rejects
+
+
+UUID_PATTERN = ('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-'
+                '[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')
+
+
+def validate_instances(instances):
+    """Instances whose uuid is a uuid, and counts of the others by reason.
+
+    Nova's uuid column is free text; a damaged row must not join, nor carry
+    a non-uuid into the trace, where uuids are published unmasked.
+    """
+    good = pc.fill_null(
+        pc.match_substring_regex(instances.column('uuid'), UUID_PATTERN),
+        False)
+    bad = instances.num_rows - (pc.sum(good).as_py() or 0)
+    return instances.filter(good), {c.INSTANCE_BAD_UUID: bad}
