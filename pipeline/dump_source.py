@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from starcompactor.pipeline.errors import UserError
+from starcompactor.transforms import counters as c
 from starcompactor.transforms.schema import (
     EVENTS, NOVA_TABLES, SHADOW_PREFIX, SOURCE_COLUMNS, SOURCE_TABLES,
     source_schema)
@@ -277,6 +278,14 @@ def _python_value(s, u, typ):
     else:
         text = u
     return int(text) if typ == _INT else text
+
+
+def _encodes(text):
+    try:
+        text.encode('utf-8')
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _bits(digits):
@@ -592,21 +601,22 @@ class DumpReader:
         raise self._error(start_line,
                           f'truncated statement: {what} (end of file)')
 
-    def _decode(self, data, line):
+    @staticmethod
+    def _decode(data):
+        """Text of a statement; bytes that are not UTF-8 become lone
+        surrogates, and the rows whose wanted text holds one are dropped
+        (counted as ``invalid_utf8``) when the batch is converted."""
         try:
             return data.decode('utf-8')
-        except UnicodeDecodeError as e:
-            line += data.count(b'\n', 0, e.start)
-            raise self._error(line, 'text is not UTF-8 (dump with '
-                                    '--default-character-set=utf8mb4)') \
-                from None
+        except UnicodeDecodeError:
+            return data.decode('utf-8', 'surrogateescape')
 
     # -- statement level ----------------------------------------------------
 
     def parse_insert(self, db, nova_table, data, line, columns):
         """(rows, [(strings, tokens) per source column], escaped) of one
         INSERT statement; escaped: whether any string may hold escapes."""
-        text = self._decode(data, line)
+        text = self._decode(data)
         what = f'INSERT into {nova_table}'
         m = _INSERT_TEXT.match(text)
         if m is None:
@@ -642,18 +652,33 @@ class DumpReader:
     # -- output ---------------------------------------------------------------
 
     def _to_table(self, batch):
+        """(Arrow table, rows dropped for text that is not UTF-8)."""
         table = batch.table
         arrays = [pa.repeat(pa.scalar(batch.database, pa.string()),
                             batch.rows)]
+        invalid = set()
         for j, (name, typ) in enumerate(SOURCE_COLUMNS[table]):
-            try:
-                arrays.append(_column_array(name, typ, batch.s[j],
-                                            batch.u[j], batch.escaped))
-            except _BadValue as e:
-                line, nova_table = batch.where(e.index)
-                raise self._error(line, f'{e} in INSERT into '
-                                        f'{nova_table}') from None
+            s, u = batch.s[j], batch.u[j]
+            while True:
+                try:
+                    arrays.append(_column_array(name, typ, s, u,
+                                                batch.escaped))
+                    break
+                except UnicodeEncodeError:      # lone surrogates: not UTF-8
+                    bad = {i for i, v in enumerate(s) if v is not None
+                           and not _encodes(v)}
+                    bad |= {i for i, v in enumerate(u) if v is not None
+                            and not _encodes(v)}
+                    invalid |= bad
+                    s = [None if i in bad else v for i, v in enumerate(s)]
+                    u = [None if i in bad else v for i, v in enumerate(u)]
+                except _BadValue as e:
+                    line, nova_table = batch.where(e.index)
+                    raise self._error(line, f'{e} in INSERT into '
+                                            f'{nova_table}') from None
         result = pa.Table.from_arrays(arrays, schema=source_schema(table))
+        if invalid:
+            valid = pa.array([i not in invalid for i in range(batch.rows)])
         start, end = self.window
         if table == EVENTS and (start or end):
             times = result.column('start_time')
@@ -664,17 +689,29 @@ class DumpReader:
                 below = pc.less(times, end)
                 mask = below if mask is None else pc.and_(mask, below)
             result = result.filter(mask)
-        return result
+            if invalid:
+                valid = valid.filter(mask)
+        if not invalid:
+            return result, 0
+        return result.filter(valid), len(valid) - (pc.sum(valid).as_py() or 0)
 
     def read(self, split=None):
         """Yield ``(logical_table, pyarrow.Table)`` batches of the split
-        (default: the whole file)."""
+        (default: the whole file). Rows dropped because their text is not
+        UTF-8 are added up in ``self.invalid_utf8[logical_table]``."""
+        for table, batch, _ in self.read_counted(split):
+            yield table, batch
+
+    def read_counted(self, split=None):
+        """Like ``read``, as ``(logical_table, table, invalid_utf8_rows)``;
+        a batch may be empty when all its rows were invalid."""
         if split is None:
             split = DumpSplit(self.path)
         if (split.compression is None and split.start == 0
                 and split.end is None):
             split = dataclasses.replace(split, compression=compression_of(
                 self.path))
+        self.invalid_utf8 = {table: 0 for table in SOURCE_TABLES}
         batch = None
         for db, nova_table, data, line, columns in self.scan(split,
                                                              self.tables):
@@ -683,22 +720,22 @@ class DumpReader:
                 db, nova_table, data, line, columns)
             if batch is not None and (batch.database != db
                                       or batch.table != table):
-                result = self._to_table(batch)
-                if result.num_rows:
-                    yield batch.table, result
+                yield from self._flush(batch)
                 batch = None
             if batch is None:
                 batch = _Batch(db, table)
             batch.add(values, rows, escaped, line, nova_table)
             if batch.rows >= self.batch_rows:
-                result = self._to_table(batch)
-                if result.num_rows:
-                    yield batch.table, result
+                yield from self._flush(batch)
                 batch = None
         if batch is not None:
-            result = self._to_table(batch)
-            if result.num_rows:
-                yield batch.table, result
+            yield from self._flush(batch)
+
+    def _flush(self, batch):
+        result, invalid = self._to_table(batch)
+        self.invalid_utf8[batch.table] += invalid
+        if result.num_rows or invalid:
+            yield batch.table, result, invalid
 
 
 def read_dump(path, **options):
@@ -815,8 +852,14 @@ class ReadDumpSplits(beam.DoFn):
         self.source = source
 
     def process(self, split):
-        for table, batch in self.source.reader(split.path).read(split):
-            yield beam.pvalue.TaggedOutput(table, batch)
+        reader = self.source.reader(split.path)
+        for table, batch, invalid in reader.read_counted(split):
+            # Like the MySQL source: rows with text that is not UTF-8 are
+            # counted read and rejected here; the rest when validated.
+            c.count_read(table, invalid)
+            c.count_rejected(table, c.INVALID_UTF8, invalid)
+            if batch.num_rows:
+                yield beam.pvalue.TaggedOutput(table, batch)
 
 
 class ReadNovaDump(beam.PTransform):
