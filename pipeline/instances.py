@@ -11,7 +11,7 @@ import time
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from starcompactor.pipeline import leaks
+from starcompactor.pipeline import leaks, runners
 from starcompactor.pipeline.errors import UserError
 from starcompactor.pipeline.manifest import manifest_path, write_manifest
 from starcompactor.pipeline.options import InstancesOptions
@@ -162,7 +162,8 @@ class InstancesJob:
 
 
 def run(argv):
-    options = PipelineOptions(argv)
+    # --runner PrismRunner / FlinkRunner: their binaries, resolved offline.
+    options = PipelineOptions(runners.prepare_runner_options(argv))
     job = InstancesJob(options)
     job.prepare_output()
     began = time.monotonic()

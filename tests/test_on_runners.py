@@ -1,0 +1,500 @@
+"""The instances job on real Beam runners, run the way users run it: the
+``starcompactor instances`` command in a child process, one runner per
+process (Beam's DirectRunner first tries a Prism server downloaded from
+GitHub and keeps that failed server as the process's shared one, so
+DirectRunner and PrismRunner never share a process here).
+
+Two datasets, both masked with one fixed key file: the golden history
+(tests/golden.py) and two cells with archived (shadow_) rows
+(tests/datasets.py). Each is first run on the DirectRunner; then on
+
+* the DirectRunner with ``--direct_running_mode=multi_processing
+  --direct_num_workers=2``,
+* ``--runner PrismRunner`` (Prism built once with go install, see
+  pipeline/runners.py; nothing else is given on the command line),
+
+and every trace must equal the DirectRunner's row for row in every format,
+with the same counts, epoch and key fingerprint in the manifest; the golden
+trace must also equal golden.EXPECTED_CSV. After each run no process of its
+session (prism, SDK workers) may be left.
+
+Flink (embedded ``[local]`` cluster, and a session cluster from PyPI's
+apache-flink): Beam's Flink job server jar is not served by the Maven
+repository reachable here, so today these tests check that the command
+fails with one clear line (no traceback) naming the missing artifact and
+how to supply it, and are reported as xfail with that line, as in
+tests/test_runners.py. With STARCOMPACTOR_REQUIRE_FLINK=1 they fail
+instead. Given a jar (STARCOMPACTOR_FLINK_JOB_SERVER_JAR), they run both
+datasets on Flink and compare them like the others.
+
+Also here: the job graph a portable runner receives (pipeline_proto_text)
+holds neither the masking key nor the database password, wherever they
+come from, and no drawn per-run key.
+"""
+import base64
+import datetime as dt
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+import golden
+from conftest import READER, READER_PASSWORD
+from datasets import NovaDatabases, cells_with_archive
+from helpers import read_avro, read_csv, read_jsonl, sort_records
+from starcompactor.pipeline import runners
+from starcompactor.pipeline.errors import UserError
+from starcompactor.pipeline.instances import InstancesJob
+from starcompactor.transforms import mask
+from starcompactor.transforms.schema import CSV_HEADER
+
+FORMATS = 'csv,avro,jsonl'
+RUN_TIMEOUT_S = 900
+
+RUNNERS = {
+    'direct': ['--runner', 'DirectRunner'],
+    'direct-multiprocess': ['--runner', 'DirectRunner',
+                            '--direct_running_mode=multi_processing',
+                            '--direct_num_workers=2'],
+    'prism': ['--runner', 'PrismRunner'],
+}
+
+# Variables that would hand the child a secret other than the files given.
+_SECRET_ENV = ('MYSQL_PWD', mask.KEY_ENV)
+
+
+# --------------------------------------------------------------------------
+# Running the command
+
+class Trace:
+    """One run's output, read back in every format."""
+
+    def __init__(self, prefix, run, seconds):
+        self.prefix, self.run, self.seconds = prefix, run, seconds
+        self.csv_headers, self.csv = read_csv(prefix)
+        self.avro = sort_records(read_avro(prefix))
+        self.jsonl = sort_records(read_jsonl(prefix))
+        with open(f'{prefix}.manifest.json', encoding='utf-8') as f:
+            manifest = json.load(f)
+        rows_per_format = {}
+        for shard in manifest['shards']:
+            rows_per_format[shard['format']] = \
+                rows_per_format.get(shard['format'], 0) + shard['rows']
+        # What must not depend on the runner (not: cut, shard names, sha256).
+        self.facts = {
+            'trace_rows': manifest['trace_rows'],
+            'source_rows': manifest['source_rows'],
+            'epoch': manifest['epoch'],
+            'key_fingerprint': manifest['masking']['key_fingerprint'],
+            'rows_per_format': rows_per_format,
+        }
+
+
+def _session_processes(sid):
+    out = subprocess.run(['ps', '-eo', 'pid=,sid=,args='],
+                         stdout=subprocess.PIPE, text=True, check=True).stdout
+    left = []
+    for line in out.splitlines():
+        parts = line.split(None, 2)
+        if len(parts) >= 2 and parts[1] == str(sid) and parts[0] != str(sid):
+            left.append(line.strip())
+    return left
+
+
+def starcompactor(args, timeout=RUN_TIMEOUT_S):
+    """Run the command in its own session; (CompletedProcess, seconds).
+    Fails if any process of that session outlives it."""
+    env = {k: v for k, v in os.environ.items() if k not in _SECRET_ENV}
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'starcompactor', 'instances', *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        proc.communicate()
+        pytest.fail(f'starcompactor {" ".join(args)} took over {timeout}s',
+                    pytrace=False)
+    seconds = time.monotonic() - start
+    deadline = time.monotonic() + 10
+    while _session_processes(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = _session_processes(proc.pid)
+    assert not left, f'left running after the command ended: {left}'
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout,
+                                       stderr), seconds
+
+
+def job_args(server, databases, key_file, password_file, out):
+    return ['--mysql-host', server.host, '--mysql-port', str(server.port),
+            '--mysql-user', READER, '--mysql-password-file', password_file,
+            '--databases', ','.join(databases), '--output', str(out),
+            '--formats', FORMATS, '--mask-key-file', key_file]
+
+
+# --------------------------------------------------------------------------
+# Fixtures: module-wide datasets and DirectRunner traces
+
+@pytest.fixture(scope='module')
+def databases(mariadb):
+    dbs = NovaDatabases(mariadb)
+    golden_db = dbs('golden')
+    with mariadb.admin() as admin:
+        golden.load(admin, golden_db)
+    cells, *_ = cells_with_archive(mariadb, dbs)
+    yield {'golden': [golden_db], 'cells': cells}
+    dbs.drop()
+
+
+@pytest.fixture(scope='module')
+def key_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp('key') / 'mask.key'
+    path.write_bytes(golden.GOLDEN_KEY + b'\n')
+    path.chmod(0o600)
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def command(mariadb, databases, key_file, password_file, tmp_path_factory):
+    """command(dataset, runner_args) -> (CompletedProcess, seconds, out)."""
+    def run(dataset, runner_args):
+        name = runner_args[1].lower() if len(runner_args) > 1 else 'default'
+        out = tmp_path_factory.mktemp(f'{name}-{dataset}') / 'trace'
+        args = job_args(mariadb, databases[dataset], key_file, password_file,
+                        out)
+        return (*starcompactor(args + list(runner_args)), out)
+    return run
+
+
+@pytest.fixture(scope='module')
+def run_trace(command):
+    """run_trace(runner, dataset) -> Trace; DirectRunner traces are kept."""
+    kept = {}
+
+    def run(runner, dataset, runner_args=None):
+        if runner == 'direct' and dataset in kept:
+            return kept[dataset]
+        runner_args = runner_args or RUNNERS[runner]
+        proc, seconds, out = command(dataset, runner_args)
+        if proc.returncode != 0:
+            pytest.fail(f'starcompactor on {runner_args} failed (exit '
+                        f'{proc.returncode}):\n{proc.stderr[-4000:]}',
+                        pytrace=False)
+        assert 'Traceback' not in proc.stderr
+        print(f'\n{runner} {dataset}: {seconds:.1f}s')
+        trace = Trace(str(out), proc, seconds)
+        if runner == 'direct':
+            kept[dataset] = trace
+        return trace
+    return run
+
+
+CELLS_ROWS = sorted([
+    # uuid, event, start_sec, duration, vcpus
+    ('c0c0c0c0-0000-4000-8000-000000000001',
+     'conductor_schedule_and_build_instances', '1', '1', '1'),
+    ('c1c1c1c1-0000-4000-8000-000000000001',
+     'compute__do_build_and_run_instance', '3', '7', '2'),
+    ('c1c1c1c1-0000-4000-8000-000000000002',
+     'compute__do_build_and_run_instance', '0', '30', '4'),
+    ('c1c1c1c1-0000-4000-8000-000000000002', 'compute_terminate_instance',
+     '86390', '10', '4'),
+])
+
+
+def _check_expected(trace, dataset):
+    assert trace.csv_headers == {tuple(CSV_HEADER)}
+    if dataset == 'golden':
+        assert trace.csv == golden.EXPECTED_CSV
+        for table, (read, in_trace, left_out) in \
+                golden.EXPECTED_COUNTS.items():
+            assert trace.facts['source_rows'][table] == {
+                'read': read, 'in_trace': in_trace, 'left_out': left_out}
+    else:
+        assert sorted((r[0], r[1], r[3], r[6], r[10])
+                      for r in trace.csv) == CELLS_ROWS
+        assert trace.facts['source_rows']['events']['read'] == 4
+    n = len(trace.csv)
+    assert trace.facts['trace_rows'] == n
+    assert trace.facts['rows_per_format'] == {'csv': n, 'avro': n,
+                                              'jsonl': n}
+
+
+def _check_same(trace, direct):
+    assert trace.csv_headers == direct.csv_headers
+    assert trace.csv == direct.csv
+    assert trace.avro == direct.avro
+    assert trace.jsonl == direct.jsonl
+    assert trace.facts == direct.facts
+
+
+# --------------------------------------------------------------------------
+# DirectRunner, multi-processing DirectRunner, Prism
+
+@pytest.mark.runners
+@pytest.mark.parametrize('dataset', ['golden', 'cells'])
+def test_direct_runner_trace(run_trace, dataset):
+    _check_expected(run_trace('direct', dataset), dataset)
+
+
+@pytest.mark.runners
+@pytest.mark.parametrize('dataset', ['golden', 'cells'])
+@pytest.mark.parametrize('runner', ['direct-multiprocess', 'prism'])
+def test_runner_trace_equals_direct(run_trace, runner, dataset):
+    direct = run_trace('direct', dataset)
+    trace = run_trace(runner, dataset)
+    _check_same(trace, direct)
+    _check_expected(trace, dataset)
+    # It ran where it says: Prism's job service, or two SDK worker processes.
+    if runner == 'prism':
+        assert 'PrismRunner: pipeline done' in trace.run.stderr
+    else:
+        assert trace.run.stderr.count('Python sdk harness starting') == 2
+
+
+# --------------------------------------------------------------------------
+# Flink
+
+def _flink_jar_available():
+    """Whether --runner FlinkRunner can get Beam's job server jar here."""
+    if os.environ.get('STARCOMPACTOR_FLINK_JOB_SERVER_JAR'):
+        return True
+    try:
+        runners.flink_job_server_jar(runners.DEFAULT_FLINK_VERSION)
+        return True
+    except runners.RunnerUnavailable:
+        return False
+    except UserError as e:   # a missing tool: fail, never skip
+        pytest.fail(str(e), pytrace=False)
+
+
+def _expect_flink_unavailable(command, runner_args):
+    """The command fails with one clear line; then xfail (or fail when
+    STARCOMPACTOR_REQUIRE_FLINK=1)."""
+    proc, _, out = command('golden', runner_args)
+    assert proc.returncode == 1, proc.stderr
+    assert 'Traceback' not in proc.stderr, proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    last = lines[-1]
+    assert last.startswith("starcompactor: error: Beam's Flink job server "
+                           'org.apache.beam:beam-runners-flink-'), last
+    assert 'is not served by the Maven repository' in last, last
+    assert '--flink_job_server_jar' in last, last
+    assert 'STARCOMPACTOR_FLINK_JOB_SERVER_JAR' in last, last
+    assert not os.listdir(os.path.dirname(out)), 'files left behind'
+    if os.environ.get('STARCOMPACTOR_REQUIRE_FLINK') == '1':
+        pytest.fail(last, pytrace=False)
+    pytest.xfail(last)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('localhost', 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.runners
+def test_flink_embedded(command, run_trace):
+    args = ['--runner', 'FlinkRunner', '--parallelism=2']
+    if not _flink_jar_available():
+        _expect_flink_unavailable(command, args)
+    for dataset in ('golden', 'cells'):
+        trace = run_trace('flink', dataset, args)
+        _check_same(trace, run_trace('direct', dataset))
+        _check_expected(trace, dataset)
+
+
+@pytest.mark.runners
+def test_flink_session_cluster(command, run_trace, tmp_path):
+    port = _free_port()
+    args = ['--runner', 'FlinkRunner', f'--flink_master=localhost:{port}',
+            '--parallelism=2']
+    if not _flink_jar_available():
+        # Fails before it would contact the cluster: none is started.
+        _expect_flink_unavailable(command, args)
+    cluster = runners.FlinkSessionCluster(slots=2, rest_port=port,
+                                          state_dir=tmp_path / 'cluster')
+    try:
+        cluster.start()
+        for dataset in ('golden', 'cells'):
+            trace = run_trace('flink', dataset, args)
+            _check_same(trace, run_trace('direct', dataset))
+            _check_expected(trace, dataset)
+    finally:
+        pids = cluster.pids()
+        cluster.stop()
+        time.sleep(1)
+        assert not [p for p in pids if os.path.exists(f'/proc/{p}')]
+
+
+# --------------------------------------------------------------------------
+# What a portable runner receives: no secret in the job graph
+
+PRISM_ARGS = ['--runner', 'PrismRunner']
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+GRAPH_KEY = b'graph-test-key-' + b'5f3a9c0e7b1d4e2f8a6c'   # 35 bytes
+
+
+def _encodings(secret: bytes):
+    return {'raw': secret, 'hex': secret.hex().encode(),
+            'HEX': secret.hex().upper().encode(),
+            'base64': base64.b64encode(secret)}
+
+
+def _build(server, databases, tmp_path, *extra, after_init=None):
+    """The instances pipeline for PrismRunner options (nothing run)."""
+    argv = runners.prepare_runner_options(
+        ['--mysql-host', server.host, '--mysql-port', str(server.port),
+         '--mysql-user', READER, '--databases', databases['golden'][0],
+         '--output', str(tmp_path / 'trace'), *extra, *PRISM_ARGS])
+    options = PipelineOptions(argv)
+    pipeline = beam.Pipeline(options=options)
+    job = InstancesJob(options, now=NOW)
+    if after_init:
+        after_init()
+    job.build(pipeline)
+    return pipeline, options, job
+
+
+def _leaks(text, secrets_):
+    return [f'{name} ({form})' for name, secret in secrets_.items()
+            for form, encoded in _encodings(secret).items()
+            if encoded in text]
+
+
+@pytest.mark.parametrize('password_from', ['file', 'MYSQL_PWD'])
+@pytest.mark.parametrize('key_from', ['file', mask.KEY_ENV])
+def test_job_graph_holds_no_secret(mariadb, databases, password_file, tmp_path,
+                                   monkeypatch, key_from, password_from):
+    for var in _SECRET_ENV:
+        monkeypatch.delenv(var, raising=False)
+    extra = []
+    if key_from == 'file':
+        key = tmp_path / 'graph.key'
+        key.write_bytes(GRAPH_KEY + b'\n')
+        key.chmod(0o600)
+        extra += ['--mask-key-file', str(key)]
+    else:
+        monkeypatch.setenv(mask.KEY_ENV, GRAPH_KEY.decode())
+    if password_from == 'file':
+        extra += ['--mysql-password-file', password_file]
+    else:
+        monkeypatch.setenv('MYSQL_PWD', READER_PASSWORD)
+    pipeline, options, job = _build(mariadb, databases, tmp_path, *extra)
+    assert job.spec.key_source.kind == ('file' if key_from == 'file'
+                                        else 'env')
+    text = runners.pipeline_proto_text(pipeline, options)
+    assert b'PrismRunner' in text                  # the options are in it
+    assert databases['golden'][0].encode() in text  # and the graph's data
+    assert not _leaks(text, {'key': GRAPH_KEY,
+                             'password': READER_PASSWORD.encode()})
+
+
+def test_secret_search_would_catch_a_secret(mariadb, databases, password_file,
+                                            tmp_path, monkeypatch):
+    """Control: the same search finds a secret put into the graph, as a
+    Create's element or inside a pickled function."""
+    monkeypatch.setenv(mask.KEY_ENV, GRAPH_KEY.decode())
+    for secret in (GRAPH_KEY, READER_PASSWORD.encode()):
+        pipeline, options, _ = _build(mariadb, databases, tmp_path,
+                                      '--mysql-password-file', password_file)
+        _ = pipeline | 'Oops' >> beam.Create([secret])
+        assert _leaks(runners.pipeline_proto_text(pipeline, options),
+                      {'s': secret}) == ['s (raw)']
+
+        pipeline, options, _ = _build(mariadb, databases, tmp_path,
+                                      '--mysql-password-file', password_file)
+        hexed = secret.hex()
+        _ = (pipeline | 'One' >> beam.Create([1])
+             | 'Oops' >> beam.Map(lambda x, s=hexed: (x, s)))
+        assert _leaks(runners.pipeline_proto_text(pipeline, options),
+                      {'s': secret}) == ['s (hex)']
+
+
+def _applied_transforms(pipeline):
+    stack = [pipeline.transforms_stack[0]]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(node.parts)
+
+
+def test_random_key_is_drawn_at_run_time_not_in_the_graph(
+        mariadb, databases, password_file, tmp_path, monkeypatch):
+    for var in _SECRET_ENV:
+        monkeypatch.delenv(var, raising=False)
+    drawn = []
+    marker = b'drawn-key-marker-0123456789abcdef'   # what a draw would give
+
+    def token_bytes(n):
+        drawn.append(n)
+        return marker[:n]
+    monkeypatch.setattr(mask.secrets, 'token_bytes', token_bytes)
+    # Validating the options may draw a key and drop it (load_key checks
+    # every key source alike); building the graph must not draw one.
+    pipeline, options, job = _build(mariadb, databases, tmp_path,
+                                    '--mysql-password-file', password_file,
+                                    after_init=drawn.clear)
+    assert job.spec.key_source == mask.KeySource('random')
+    assert drawn == [], 'a key was drawn while building the graph'
+    text = runners.pipeline_proto_text(pipeline, options)
+    assert not _leaks(text, {'marker': marker[:mask.KEY_BYTES]})
+
+    labels = {t.full_label: t for t in _applied_transforms(pipeline)}
+    assert any(label.endswith('/LoadOrDrawKey') for label in labels)
+    key_step = next(label for label in labels
+                    if label.endswith('/WhereTheKeyIs'))
+    creates = {label: t.transform.values for label, t in labels.items()
+               if isinstance(t.transform, beam.Create)}
+    assert list(creates[key_step]) == [mask.KeySource('random')]
+    for label, values in creates.items():
+        blobs = [v for v in values if isinstance(v, (bytes, bytearray))
+                 and len(v) >= mask.MIN_KEY_BYTES]
+        assert not blobs, f'{label} holds a {len(blobs[0])}-byte payload'
+    # And the proto names the step the key is loaded or drawn in.
+    proto = pipeline.to_runner_api()
+    assert any(t.unique_name.endswith('/LoadOrDrawKey')
+               for t in proto.components.transforms.values())
+
+
+# --------------------------------------------------------------------------
+# --setup_file ./setup.py (remote runners build an sdist and install it)
+
+def test_setup_file_sdist_installs_on_workers(tmp_path):
+    """Dataflow (and Flink with PROCESS/DOCKER workers) build an sdist of
+    setup.py and pip-install it on each worker; setup.py reads
+    requirements.txt, so the sdist must carry it (MANIFEST.in)."""
+    import shutil
+    import tarfile
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    src = tmp_path / 'src'
+    src.mkdir()
+    for name in ('setup.py', 'requirements.txt', 'MANIFEST.in',
+                 'README.md'):
+        shutil.copy2(os.path.join(root, name), src / name)
+    for package in ('starcompactor', 'pipeline', 'transforms'):
+        shutil.copytree(os.path.join(root, package), src / package,
+                        ignore=shutil.ignore_patterns('__pycache__'))
+    subprocess.run([sys.executable, 'setup.py', '-q', 'sdist', '--dist-dir',
+                    str(tmp_path / 'dist')], cwd=src, check=True,
+                   capture_output=True)
+    [sdist] = (tmp_path / 'dist').iterdir()
+    with tarfile.open(sdist) as tar:
+        tar.extractall(tmp_path / 'worker')
+    [unpacked] = (tmp_path / 'worker').iterdir()
+    # What pip runs on the worker first: setup.py's metadata.
+    proc = subprocess.run([sys.executable, 'setup.py', '-q', 'egg_info'],
+                          cwd=unpacked, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    requires = next(unpacked.glob('*.egg-info')) / 'requires.txt'
+    assert 'apache-beam' in requires.read_text()
+    assert (unpacked / 'pipeline' / 'sql' / 'nova_cell.sql').is_file()
