@@ -2,7 +2,9 @@
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 
 from starcompactor.pipeline.errors import UserError
 
@@ -31,6 +33,29 @@ class _Quiet(logging.Filter):
             record.exc_info, record.exc_text = None, None
             return record.levelno < logging.ERROR
         return True
+
+
+_interrupted = threading.Event()
+
+
+def _on_interrupt(signum, frame):
+    """Ctrl-C. Remembered: Beam reports a KeyboardInterrupt raised inside a
+    running step as that step's failure (a RuntimeError)."""
+    _interrupted.set()
+    raise KeyboardInterrupt
+
+
+def _thread_failed(args, default=threading.excepthook):
+    """After Ctrl-C, Beam's threads fail too (e.g. 'run_worker' on its
+    worker process's exit): the one line of main() tells it all."""
+    if not _interrupted.is_set():
+        default(args)
+
+
+def handle_interrupts():
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_interrupt)
+        threading.excepthook = _thread_failed
 
 
 def configure_logging():
@@ -112,6 +137,7 @@ def main(argv=None):
         print(USAGE, file=sys.stderr)
         return 0 if argv and argv[0] in ('-h', '--help') else 2
     configure_logging()
+    handle_interrupts()
     try:
         COMMANDS[argv[0]](argv[1:])
     except UserError as e:
@@ -121,6 +147,10 @@ def main(argv=None):
         print('starcompactor: interrupted; no trace written', file=sys.stderr)
         return 130
     except Exception as e:   # a failed run: one line (set DEBUG for more)
+        if _interrupted.is_set():
+            print('starcompactor: interrupted; no trace written',
+                  file=sys.stderr)
+            return 130
         if os.environ.get(DEBUG_ENV):
             raise
         first_line = (str(e).strip().splitlines() or [''])[0]

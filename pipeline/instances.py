@@ -131,6 +131,18 @@ class InstancesJob:
                                            f'beam-temp-{name}-*')):
             shutil.rmtree(path, ignore_errors=True)
 
+    def remove_partial_trace(self):
+        """After a failed or interrupted run: its temporary shards, and the
+        shards and manifest it wrote before it stopped (an interrupt can
+        come while Beam renames shards to their final names). There was no
+        trace at the prefix before the run (``prepare_output``)."""
+        self.remove_temporary_files()
+        written = self.written_files(FORMATS) + [
+            manifest_path(self.output), manifest_path(self.output) + '.tmp']
+        for path in written:
+            if os.path.exists(path):
+                os.remove(path)
+
     def summarize(self, result, seconds):
         return Summary.from_counters(counters_of(result), seconds,
                                      self.written_files())
@@ -172,18 +184,18 @@ def run(argv):
     try:
         result = pipeline.run()
         result.wait_until_finish()
+        summary = job.summarize(result, time.monotonic() - began)
+        write_manifest(job.output, summary, job.facts(summary))
+        found = (leaks.check(summary.files, job.source, job.spec.key_source,
+                             rows_per_file=leaks.SAMPLE_ROWS)
+                 if job.leak_check else [])
     except BaseException:
-        job.remove_temporary_files()
+        job.remove_partial_trace()
         raise
-    summary = job.summarize(result, time.monotonic() - began)
-    write_manifest(job.output, summary, job.facts(summary))
-    if job.leak_check:
-        found = leaks.check(summary.files, job.source, job.spec.key_source,
-                            rows_per_file=leaks.SAMPLE_ROWS)
-        if found:
-            raise UserError(f'leak check failed: {found[0]} (and '
-                            f'{len(found) - 1} more); do not publish '
-                            f'{job.output}')
+    if found:
+        raise UserError(f'leak check failed: {found[0]} (and '
+                        f'{len(found) - 1} more); do not publish '
+                        f'{job.output}')
     print(f'starcompactor instances: cut {to_iso(job.cut)}')
     for line in summary.lines():
         print(line)
