@@ -65,7 +65,7 @@ class MySQLConnection:
     def describe(self):
         return f'{self.user}@{self.host}:{self.port}'
 
-    def connect(self, database=None, streaming=False):
+    def connect(self, database=None):
         """A read-only connection; raises ``UserError`` on failure."""
         try:
             connection = pymysql.connect(
@@ -73,9 +73,7 @@ class MySQLConnection:
                 password=self.password(), database=database,
                 connect_timeout=self.connect_timeout,
                 charset='utf8mb4', conv=FAST_CONVERSIONS,
-                use_unicode=False,   # text is decoded, checked, by Arrow
-                cursorclass=(pymysql.cursors.SSCursor if streaming
-                             else pymysql.cursors.Cursor))
+                use_unicode=False)   # text is decoded, and checked, by Arrow
         except pymysql.err.MySQLError as e:
             raise self.error(e, database) from None
         with connection.cursor() as cursor:

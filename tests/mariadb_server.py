@@ -58,6 +58,7 @@ class MariaDBServer:
         self.process = subprocess.Popen(
             [self.mariadbd, '--no-defaults', f'--datadir={self.datadir}',
              f'--socket={self.socket}', f'--port={self.port}',
+             f'--tmpdir={self.dir}',
              '--bind-address=127.0.0.1', '--skip-name-resolve',
              '--innodb-buffer-pool-size=512M', '--innodb-log-file-size=256M',
              '--innodb-flush-log-at-trx-commit=0', '--skip-log-bin',

@@ -11,10 +11,7 @@ from starcompactor.pipeline.errors import UserError
 from starcompactor.pipeline.mysql_connection import MySQLConnection
 from starcompactor.pipeline.mysql_source import ReadTableSplits, TableSplit
 
-# Enough rows that the server is still streaming when the kill comes (not
-# all of them already sitting in socket buffers).
-ROWS = 300_000
-BATCH = 1_000
+ROWS = 60_000   # a dozen chunks
 
 
 @pytest.fixture
@@ -33,7 +30,7 @@ def events_db(mariadb, nova_db):
 def _reader(mariadb, password_file):
     connection = MySQLConnection(mariadb.host, mariadb.port, READER,
                                  password_file)
-    reader = ReadTableSplits(connection, (None, None), BATCH)
+    reader = ReadTableSplits(connection, (None, None))
     reader.setup()
     return reader
 

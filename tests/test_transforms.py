@@ -6,7 +6,8 @@ import pyarrow as pa
 import pytest
 
 from starcompactor.pipeline.mysql_connection import MySQLConnection
-from starcompactor.pipeline.mysql_source import TableSplit, select_statement
+from starcompactor.pipeline.mysql_source import (
+    TableSplit, chunk_statement, chunk_to_table)
 from starcompactor.pipeline.summary import Summary
 from starcompactor.transforms import mask
 from starcompactor.transforms.buckets import bucket_numbers, split_into_buckets
@@ -121,19 +122,27 @@ def test_seconds_since_epoch_and_iso_times():
 def test_window_goes_into_the_sql():
     split = TableSplit('nova_cell1', 'events', 'shadow_instance_actions_events',
                        100, 200)
-    sql, args = select_statement(split, ('2016-01-01 00:00:00',
-                                         '2017-01-01 00:00:00'))
-    assert sql == (
-        'SELECT `id`, `action_id`, `event`, `start_time`, `finish_time`, '
-        '`result` FROM `nova_cell1`.`shadow_instance_actions_events` '
-        'WHERE id >= %s AND id < %s AND start_time >= %s AND start_time < %s'
-        ' ORDER BY id')
-    assert args == [100, 200, '2016-01-01 00:00:00', '2017-01-01 00:00:00']
-    # Instances are never filtered by the event window; the last split is
-    # open-ended.
-    sql, args = select_statement(TableSplit('nova', 'instances', 'instances',
-                                            5, None), ('2016-01-01', None))
-    assert 'start_time' not in sql and args == [5]
+    sql, args = chunk_statement(split, ('2016-01-01 00:00:00',
+                                        '2017-01-01 00:00:00'))
+    assert sql.endswith(
+        'FROM `nova_cell1`.`shadow_instance_actions_events` WHERE id >= %s '
+        'AND id < %s AND start_time >= %s AND start_time < %s')
+    assert args == ['2016-01-01 00:00:00', '2017-01-01 00:00:00']
+    # Instances are never filtered by the event window.
+    sql, args = chunk_statement(TableSplit('nova', 'instances', 'instances',
+                                           5, None), ('2016-01-01', None))
+    assert 'start_time' not in sql and args == []
+
+
+def test_chunks_become_arrow_tables_and_bad_text_is_counted():
+    lines = (b'{"id": 1, "instance_uuid": "u\\"1"}\n'
+             b'{"id": 2, "instance_uuid": null}\n'
+             b'{"id": 3, "instance_uuid": "caf\xc3("}')
+    table, invalid = chunk_to_table('nova', 'actions', lines)
+    assert invalid == 1
+    assert table.to_pylist() == [
+        {'db': 'nova', 'id': 1, 'instance_uuid': 'u"1'},
+        {'db': 'nova', 'id': 2, 'instance_uuid': None}]
 
 
 def test_password_sources(tmp_path):
