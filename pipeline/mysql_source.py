@@ -231,6 +231,7 @@ class ReadTableSplits(beam.DoFn):
         self.connection = connection
         self.window = window
         self._db = None
+        self._resumes = 0
 
     def setup(self):
         self._connect()
@@ -243,21 +244,23 @@ class ReadTableSplits(beam.DoFn):
 
     def _query(self, split, sql, args):
         """The one result row of ``sql``, reconnecting after a lost
-        connection (each query reads a whole chunk, or nothing)."""
-        for attempt in range(self.MAX_RESUMES + 1):
+        connection (each query reads a whole chunk, or nothing), at most
+        ``MAX_RESUMES`` times per split."""
+        while True:
             try:
                 with self._db.cursor() as cursor:
                     cursor.execute(sql, args)
                     return cursor.fetchone()
             except pymysql.err.OperationalError as e:
                 if e.args[0] not in LOST_CONNECTION or \
-                        attempt == self.MAX_RESUMES:
+                        self._resumes == self.MAX_RESUMES:
                     raise self.connection.error(
                         e, split.database, split.nova_table) from None
+                self._resumes += 1
                 log.warning('lost the connection reading %s.%s (%s); '
                             'resuming at id %d (%d/%d)', split.database,
                             split.nova_table, e.args[0], args[0],
-                            attempt + 1, self.MAX_RESUMES)
+                            self._resumes, self.MAX_RESUMES)
                 self._connect()
             except pymysql.err.MySQLError as e:
                 raise self.connection.error(
@@ -266,7 +269,7 @@ class ReadTableSplits(beam.DoFn):
     def process(self, split, after=None):
         sql, window_args = chunk_statement(split, self.window)
         next_id = next_id_statement(split)
-        first_id, read = split.first_id, 0
+        first_id, read, self._resumes = split.first_id, 0, 0
         while split.end_id is None or first_id < split.end_id:
             end_id = first_id + CHUNK_IDS
             if split.end_id is not None:
