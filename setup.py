@@ -28,7 +28,7 @@ setup(
     python_requires='>=3.10',
     packages=list(PACKAGES),
     package_dir=PACKAGES,
-    package_data={'starcompactor.pipeline': ['sql/*.sql']},
+    package_data={'starcompactor.pipeline': ['sql/*.sql', 'demo/*.sql.gz']},
     install_requires=requirements(),
     extras_require={'test': ['pytest>=7']},
     entry_points={'console_scripts': [

@@ -9,10 +9,13 @@ import threading
 from starcompactor.pipeline.errors import UserError
 
 DEBUG_ENV = 'STARCOMPACTOR_DEBUG'
+DEMO_DUMP = os.path.join(os.path.dirname(__file__), 'demo',
+                         'nova-demo.sql.gz')
 
 USAGE = """usage: starcompactor COMMAND [OPTIONS]
 
 commands:
+  demo        trace and report of the bundled demo history (no server)
   instances   extract the instance-event trace from Nova databases
   verify      check a trace's files for raw identities and the key
   report      statistics and plots of a trace (HTML and JSON)
@@ -89,6 +92,21 @@ def _synth(argv):
     synth.run(synth.argument_parser().parse_args(argv))
 
 
+def _demo(argv):
+    """The main job on its embedded default: the bundled synthetic history
+    (a mysqldump file made by ``starcompactor synth``), then its report."""
+    from starcompactor.pipeline import instances, report
+    parser = argparse.ArgumentParser(
+        prog='starcompactor demo',
+        description='Trace and report of the bundled demo Nova history.')
+    parser.add_argument('--output', default=os.path.join('out', 'demo',
+                                                         'trace'))
+    args, beam_args = parser.parse_known_args(argv)
+    instances.run(['--dump', DEMO_DUMP, '--output', args.output,
+                   '--overwrite', '--formats', 'csv,avro,jsonl', *beam_args])
+    report.main([args.output])
+
+
 def _report(argv):
     from starcompactor.pipeline import report
     report.main(argv)
@@ -127,8 +145,8 @@ def _verify(argv):
           f'found')
 
 
-COMMANDS = {'instances': _instances, 'verify': _verify, 'synth': _synth,
-            'report': _report}
+COMMANDS = {'demo': _demo, 'instances': _instances, 'verify': _verify,
+            'synth': _synth, 'report': _report}
 
 
 def main(argv=None):

@@ -41,9 +41,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from starcompactor.pipeline.errors import UserError
+from starcompactor.transforms.mask import DEFAULT_MASKED as IDENTITY_COLUMNS
 from starcompactor.transforms import counters as c
 from starcompactor.transforms.schema import (
-    EVENTS, NOVA_TABLES, SHADOW_PREFIX, SOURCE_COLUMNS, SOURCE_TABLES,
+    EVENTS, INSTANCES, NOVA_TABLES, SHADOW_PREFIX, SOURCE_COLUMNS, SOURCE_TABLES,
     source_schema)
 
 BATCH_ROWS = 50_000
@@ -769,9 +770,31 @@ class NovaDumpSource:
         self.batch_rows = batch_rows
         self.found_databases = None
 
-    def reader(self, path):
+    def dump_reader(self, path):
         return DumpReader(path, self.databases, self.archived, self.window,
                           self.default_database, self.batch_rows)
+
+    def reader(self, splits):
+        return ReadNovaDump(self, splits)
+
+    def describe(self):
+        start, end = self.window
+        return {'kind': 'mysqldump',
+                'files': [os.path.basename(p) for p in self.paths],
+                'databases': self.databases or self.found_databases,
+                'archived': self.archived,
+                'window': {'start': start, 'end': end}}
+
+    def raw_identities(self):
+        """Every distinct raw user, project, instance name and host."""
+        values = set()
+        for path in self.paths:
+            for table, batch in self.dump_reader(path).read():
+                if table == INSTANCES:
+                    for column in IDENTITY_COLUMNS:
+                        values.update(
+                            v for v in batch.column(column).to_pylist() if v)
+        return values
 
     def plan(self):
         """Check every file and cut it into splits.
@@ -823,7 +846,7 @@ class NovaDumpSource:
         size = os.path.getsize(path)
         marks = range(self.split_bytes, size, self.split_bytes)
         snapshots, events = [], 0
-        reader = self.reader(path)
+        reader = self.dump_reader(path)
         event_tables = {t for t, logical in reader.tables.items()
                         if logical == EVENTS}
         try:
@@ -852,7 +875,7 @@ class ReadDumpSplits(beam.DoFn):
         self.source = source
 
     def process(self, split):
-        reader = self.source.reader(split.path)
+        reader = self.source.dump_reader(split.path)
         for table, batch, invalid in reader.read_counted(split):
             # Like the MySQL source: rows with text that is not UTF-8 are
             # counted read and rejected here; the rest when validated.

@@ -92,9 +92,8 @@ class InstancesJob:
         """Add the job to ``pipeline``; returns the PCollection of files."""
         splits, estimated_events = self.source.plan()
         num_buckets = buckets_for(estimated_events, self._requested_buckets)
-        log.info('reading %d table splits from %s; about %d events, '
-                 '%d join buckets', len(splits),
-                 ', '.join(self.source.databases), estimated_events,
+        log.info('reading %d splits of %s; about %d events, %d join buckets',
+                 len(splits), self.source.describe(), estimated_events,
                  num_buckets)
         spec = TraceSpec(**{**self.spec.__dict__, 'num_buckets': num_buckets})
         return (pipeline

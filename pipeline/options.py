@@ -26,9 +26,14 @@ class NovaSourceOptions(PipelineOptions):
             help='file holding the password; else $MYSQL_PWD, else the '
                  '[client] section of ~/.my.cnf')
         source.add_argument(
-            '--databases', default='nova',
+            '--databases',
             help='comma-separated Nova cell databases, e.g. '
-                 'nova_cell0,nova_cell1 (default: nova)')
+                 'nova_cell0,nova_cell1 (default: nova; with --dump, every '
+                 'database in the dump)')
+        source.add_argument(
+            '--dump', nargs='+', metavar='FILE',
+            help='read mysqldump/mariadb-dump files (plain, .gz, .bz2, .xz) '
+                 'instead of a server')
         source.add_argument(
             '--no-archived', dest='archived', action='store_false',
             help='skip the shadow_ tables (rows moved there by '

@@ -10,6 +10,7 @@ they read:
 - ``describe()`` -> a JSON-able description for the manifest (no secrets);
 - ``raw_identities()`` -> the raw values masking must hide, for leak checks.
 """
+from starcompactor.pipeline.dump_source import NovaDumpSource
 from starcompactor.pipeline.errors import UserError
 from starcompactor.pipeline.mysql_connection import MySQLConnection
 from starcompactor.pipeline.mysql_source import NovaMySQLSource
@@ -39,7 +40,11 @@ def nova_source(options):
     """The source that ``NovaSourceOptions`` describe."""
     opts = options.view_as(NovaSourceOptions)
     databases = split_list(opts.databases)
-    if not databases:
+    if opts.databases is not None and not databases:
         raise UserError('--databases must name at least one database')
-    return NovaMySQLSource(mysql_connection(opts), databases,
+    if opts.dump:
+        return NovaDumpSource(opts.dump, databases or None,
+                              archived=opts.archived,
+                              window=event_window(opts))
+    return NovaMySQLSource(mysql_connection(opts), databases or ['nova'],
                            archived=opts.archived, window=event_window(opts))
