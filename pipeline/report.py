@@ -909,7 +909,7 @@ nav a { margin-right: 1em; }
 """
 
 
-def render_html(stats, sections):
+def render_html(stats, sections, png_dir=None):
     title = f'Trace report: {stats["trace"]["prefix"]}'
     parts = [
         '<!DOCTYPE html>', '<html lang="en"><head><meta charset="utf-8">',
@@ -925,8 +925,12 @@ def render_html(stats, sections):
     for section in sections:
         parts.append(f'<section id="{html.escape(section.key)}">'
                      f'<h2>{html.escape(section.title)}</h2>')
-        for figure in section.figures:
+        for number, figure in enumerate(section.figures, start=1):
             png, alt = figure.image()
+            if png_dir:
+                with open(os.path.join(png_dir, f'{section.key}-{number}.png'),
+                          'wb') as f:
+                    f.write(png)
             data = base64.b64encode(png).decode('ascii')
             parts.append(
                 f'<figure><img src="data:image/png;base64,{data}" '
@@ -967,12 +971,14 @@ def _write_atomically(path, text):
         raise UserError(f'cannot write {path}: {e.strerror or e}')
 
 
-def write_report(prefix, html_path=None, json_path=None, extra_sections=()):
+def write_report(prefix, html_path=None, json_path=None, extra_sections=(),
+                 png_dir=None):
     """Write the HTML and JSON reports of the trace at ``prefix`` (default
     ``PREFIX.report.html`` / ``.json``); return the statistics dict.
 
     ``extra_sections``: callables ``f(stats) -> Section`` appended to the
-    page; each section's ``stats`` go to ``stats['extra'][key]``."""
+    page; each section's ``stats`` go to ``stats['extra'][key]``.
+    ``png_dir``: also write each plot there as a PNG file."""
     html_path = html_path or f'{prefix}.report.html'
     json_path = json_path or f'{prefix}.report.json'
     stats, data = compute_stats(prefix)
@@ -983,7 +989,9 @@ def write_report(prefix, html_path=None, json_path=None, extra_sections=()):
         if section.stats is not None:
             stats.setdefault('extra', {})[section.key] = section.stats
     _write_atomically(json_path, json.dumps(stats, indent=1) + '\n')
-    _write_atomically(html_path, render_html(stats, sections))
+    if png_dir:
+        os.makedirs(png_dir, exist_ok=True)
+    _write_atomically(html_path, render_html(stats, sections, png_dir))
     return stats
 
 
@@ -999,10 +1007,13 @@ def main(argv):
                         help='default: PREFIX.report.html')
     parser.add_argument('--json', metavar='OUT.json',
                         help='default: PREFIX.report.json')
+    parser.add_argument('--png-dir', metavar='DIR',
+                        help='also write each plot as a PNG file into DIR')
     args = parser.parse_args(argv)
     html_path = args.html or f'{args.prefix}.report.html'
     json_path = args.json or f'{args.prefix}.report.json'
-    stats = write_report(args.prefix, html_path, json_path)
+    stats = write_report(args.prefix, html_path, json_path,
+                         png_dir=args.png_dir)
     counts, span = stats['counts'], stats['span']
     print(f'starcompactor report: {counts["rows"]:,} rows, '
           f'{counts["instances"]:,} instances, '
