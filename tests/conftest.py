@@ -40,25 +40,56 @@ def password_file(tmp_path_factory):
 _db_numbers = itertools.count()
 
 
-@pytest.fixture
-def nova_db(mariadb):
-    """Factory: a fresh database with Nova's real cell schema, readable by
-    the trace reader with SELECT on the trace tables only."""
-    created = []
+def grant_reader(cursor, database):
+    """The README's minimal grants: SELECT on the six tables read."""
+    for table in READ_TABLES:
+        for t in (table, 'shadow_' + table):
+            cursor.execute(f"GRANT SELECT ON `{database}`.`{t}` "
+                           f"TO '{READER}'@'%'")
 
-    def create(prefix='nova'):
+
+def drop_databases(server, names):
+    with server.admin() as admin, admin.cursor() as cursor:
+        for name in names:
+            cursor.execute(f'DROP DATABASE IF EXISTS `{name}`')
+
+
+class NovaDatabases:
+    """Factory of fresh databases with Nova's real cell schema, readable by
+    the trace reader with SELECT on the trace tables only; ``drop()``
+    removes every database it made."""
+
+    def __init__(self, server):
+        self.server = server
+        self.created = []
+
+    def __call__(self, prefix='nova'):
         name = f'{prefix}_{os.getpid()}_{next(_db_numbers)}'
-        with mariadb.admin() as admin:
+        with self.server.admin() as admin:
             create_cell_database(admin, name)
             with admin.cursor() as cursor:
-                for table in READ_TABLES:
-                    for t in (table, 'shadow_' + table):
-                        cursor.execute(f"GRANT SELECT ON `{name}`.`{t}` "
-                                       f"TO '{READER}'@'%'")
-        created.append(name)
+                grant_reader(cursor, name)
+        self.created.append(name)
         return name
 
-    yield create
-    with mariadb.admin() as admin, admin.cursor() as cursor:
-        for name in created:
-            cursor.execute(f'DROP DATABASE IF EXISTS `{name}`')
+    def drop(self):
+        drop_databases(self.server, self.created)
+        self.created = []
+
+
+@pytest.fixture
+def nova_db(mariadb):
+    """Factory: a fresh database per call, dropped after the test."""
+    databases = NovaDatabases(mariadb)
+    yield databases
+    databases.drop()
+
+
+@pytest.fixture
+def golden_db(mariadb, nova_db):
+    """A database holding the hand-written history of ``golden``."""
+    import golden
+    database = nova_db()
+    with mariadb.admin() as admin:
+        golden.load(admin, database)
+    return database

@@ -1,42 +1,7 @@
 """Nova datasets shared by test modules, and databases for fixtures wider
 than one test (conftest's ``nova_db`` lives as long as one test)."""
-import itertools
-import os
-
-from conftest import READ_TABLES, READER
+from conftest import NovaDatabases  # noqa: F401  (shared here)
 from helpers import insert
-from starcompactor.pipeline.nova_schema import create_cell_database
-
-_numbers = itertools.count()
-
-
-class NovaDatabases:
-    """Factory like conftest's ``nova_db`` (Nova's cell schema, SELECT
-    granted to the trace reader on the trace tables only); ``drop()`` removes
-    every database it made."""
-
-    def __init__(self, server):
-        self.server = server
-        self.created = []
-
-    def __call__(self, prefix='nova'):
-        name = f'{prefix}_{os.getpid()}_m{next(_numbers)}'
-        with self.server.admin() as admin:
-            create_cell_database(admin, name)
-            with admin.cursor() as cursor:
-                for table in READ_TABLES:
-                    for t in (table, 'shadow_' + table):
-                        cursor.execute(f"GRANT SELECT ON `{name}`.`{t}` "
-                                       f"TO '{READER}'@'%'")
-        self.created.append(name)
-        return name
-
-    def drop(self):
-        with self.server.admin() as admin, admin.cursor() as cursor:
-            for name in self.created:
-                cursor.execute(f'DROP DATABASE IF EXISTS `{name}`')
-        self.created = []
-
 
 def cells_with_archive(mariadb, nova_db):
     """cell0 holds a failed build; cell1 a live instance and an archived one.

@@ -25,14 +25,6 @@ def mysql_args(server, database, password_file, user=READER):
                    if password_file else [])
 
 
-@pytest.fixture
-def golden_db(mariadb, nova_db):
-    database = nova_db()
-    with mariadb.admin() as admin:
-        golden.load(admin, database)
-    return database
-
-
 def test_instances_command_writes_trace_and_summary(mariadb, golden_db,
                                                     password_file, tmp_path):
     out = tmp_path / 'out' / 'trace'

@@ -29,7 +29,7 @@ import uuid
 import pymysql
 import pytest
 
-from conftest import READER
+from conftest import drop_databases, grant_reader
 from helpers import job_args, read_csv, run_job
 from starcompactor.pipeline import mysql_source, synth
 from starcompactor.pipeline.times import UTC
@@ -84,15 +84,7 @@ def _load(mariadb, cells):
                     top = cursor.fetchone()[0]
                     cursor.execute(f'ALTER TABLE `{cell}`.`{table}` '
                                    f'AUTO_INCREMENT = {top + 1}')
-                    for t in (table, 'shadow_' + table):
-                        cursor.execute(f"GRANT SELECT ON `{cell}`.`{t}` "
-                                       f"TO '{READER}'@'%'")
-
-
-def _drop(mariadb, cells):
-    with mariadb.admin() as admin, admin.cursor() as cursor:
-        for cell in cells:
-            cursor.execute(f'DROP DATABASE IF EXISTS `{cell}`')
+                grant_reader(cursor, cell)
 
 
 def _args(mariadb, password_file, cells, out, key_file, *extra):
@@ -139,7 +131,7 @@ def quiet_trace(mariadb, password_file, tmp_path_factory, key_file):
         summary = run_job(_args(mariadb, password_file, cells, out, key_file),
                           now=T0)
     finally:
-        _drop(mariadb, cells)
+        drop_databases(mariadb, cells)
     for table, count in summary.tables.items():
         assert count.balanced, (table, count)
     headers, rows = read_csv(out)
@@ -372,7 +364,7 @@ def test_trace_of_a_busy_database_equals_the_quiet_trace(
     try:
         after = _rows_per_table(mariadb, cells)
     finally:
-        _drop(mariadb, cells)
+        drop_databases(mariadb, cells)
     for worker in (writer, archiver):
         assert not worker.is_alive()
         if worker.error:

@@ -509,7 +509,7 @@ def test_byte_range_splits_read_the_same_rows(tmp_path, split_bytes, style):
         assert a.end == b.start
     pieces = []
     for split in splits:
-        pieces += list(source.reader(path).read(split))
+        pieces += list(source.dump_reader(path).read(split))
     assert collect(pieces) == whole      # no loss, no duplicates
 
 
@@ -523,7 +523,7 @@ def test_split_starts_with_context(tmp_path):
     assert late.database == 'nova'
     assert {(db, t) for db, t, _ in late.columns} >= {
         ('nova', 'instances'), ('nova_cell1', 'shadow_instance_actions')}
-    rows = collect(source.reader(path).read(late))
+    rows = collect(source.dump_reader(path).read(late))
     assert {r['db'] for table in rows.values() for r in table} == {'nova'}
     # the line numbers of a split are the file's
     text = open(path).read()
@@ -540,7 +540,7 @@ def test_split_line_numbers_in_errors(tmp_path):
     with pytest.raises(UserError, match=rf'nova\.sql line {line}: '
                                         r'unterminated string'):
         for split in splits:
-            list(source.reader(path).read(split))
+            list(source.dump_reader(path).read(split))
 
 
 def test_plan_errors(tmp_path):

@@ -24,7 +24,7 @@ import fastavro
 import pymysql
 import pytest
 
-from conftest import READER, READER_PASSWORD, READ_TABLES
+from conftest import READER, READER_PASSWORD, drop_databases, grant_reader
 from helpers import insert, read_csv, run_job
 from starcompactor.pipeline import synth
 from starcompactor.pipeline.mysql_connection import MySQLConnection
@@ -57,30 +57,17 @@ def leaks_in(data, where):
             if any(v in data for v in variants)]
 
 
-def _grant(mariadb, cells):
-    with mariadb.admin() as admin, admin.cursor() as cursor:
-        for cell in cells:
-            for table in READ_TABLES:
-                for t in (table, 'shadow_' + table):
-                    cursor.execute(f"GRANT SELECT ON `{cell}`.`{t}` "
-                                   f"TO '{READER}'@'%'")
-
-
-def _drop(mariadb, cells):
-    with mariadb.admin() as admin, admin.cursor() as cursor:
-        for cell in cells:
-            cursor.execute(f'DROP DATABASE IF EXISTS `{cell}`')
-
-
 @pytest.fixture(scope='module')
 def history(mariadb):
     """A synthetic two-cell history big enough for a run of seconds."""
     cells = ('secrets_c0', 'secrets_c1')
     with mariadb.admin() as admin:
         synth.load_mysql(admin, INSTANCES, cells=cells, seed=4)
-    _grant(mariadb, cells)
+    with mariadb.admin() as admin, admin.cursor() as cursor:
+        for cell in cells:
+            grant_reader(cursor, cell)
     yield cells
-    _drop(mariadb, cells)
+    drop_databases(mariadb, cells)
 
 
 @pytest.fixture

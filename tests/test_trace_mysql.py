@@ -9,14 +9,6 @@ from starcompactor.transforms.schema import CSV_HEADER, TRACE_FIELDS
 
 
 @pytest.fixture
-def golden_db(mariadb, nova_db):
-    database = nova_db()
-    with mariadb.admin() as admin:
-        golden.load(admin, database)
-    return database
-
-
-@pytest.fixture
 def key_file(tmp_path):
     path = tmp_path / 'mask.key'
     path.write_bytes(golden.GOLDEN_KEY + b'\n')   # one newline is stripped
