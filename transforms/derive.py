@@ -4,7 +4,6 @@ import pyarrow.compute as pc
 
 from starcompactor.transforms.schema import TRACE_SCHEMA
 
-ISO_FORMAT = '%Y-%m-%dT%H:%M:%SZ'
 BEFORE_EPOCH = -1   # as in the published traces
 
 
@@ -23,8 +22,11 @@ def seconds_since(times, epoch):
     return pc.if_else(pc.less(since, 0), BEFORE_EPOCH, since)
 
 
-def iso_times(times):
-    return pc.strftime(times.cast(pa.timestamp('s')), format=ISO_FORMAT)
+def iso_times(nova_times):
+    """ISO-8601 UTC from Nova's valid ``YYYY-MM-DD HH:MM:SS`` text."""
+    return pc.binary_join_element_wise(
+        pc.replace_substring(nova_times, ' ', 'T', max_replacements=1),
+        'Z', '')
 
 
 def to_trace(joined, epoch):
@@ -33,9 +35,9 @@ def to_trace(joined, epoch):
     return pa.table({
         'instance_uuid': joined.column('instance_uuid'),
         'event': joined.column('event'),
-        'start_time': iso_times(start),
+        'start_time': iso_times(joined.column('start_time')),
         'start_sec': seconds_since(start, epoch),
-        'finish_time': iso_times(finish),
+        'finish_time': iso_times(joined.column('finish_time')),
         'finish_sec': seconds_since(finish, epoch),
         'event_duration': pc.subtract(finish, start),
         'result': joined.column('result'),

@@ -26,6 +26,8 @@ EVENTS_WITH_INSTANCE_SCHEMA = pa.schema([
     ('event', pa.string()),
     ('start', pa.int64()),
     ('finish', pa.int64()),
+    ('start_time', pa.string()),
+    ('finish_time', pa.string()),
     ('result', pa.string()),
 ])
 

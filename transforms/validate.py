@@ -12,7 +12,9 @@ from starcompactor.transforms.schema import DB
 
 NOVA_TIME_FORMAT = '%Y-%m-%d %H:%M:%S'
 
-# Events after validation: times are seconds since 1970 and never null.
+# Events after validation: times, never null, both as seconds since 1970
+# (to compute with) and as Nova's text (to print: far cheaper than
+# formatting the seconds again).
 VALID_EVENTS_SCHEMA = pa.schema([
     (DB, pa.string()),
     ('id', pa.int64()),
@@ -20,6 +22,8 @@ VALID_EVENTS_SCHEMA = pa.schema([
     ('event', pa.string()),
     ('start', pa.int64()),
     ('finish', pa.int64()),
+    ('start_time', pa.string()),
+    ('finish_time', pa.string()),
     ('result', pa.string()),
 ])
 
@@ -69,6 +73,8 @@ def validate_events(events, cut=None):
         'event': events.column('event'),
         'start': start,
         'finish': finish,
+        'start_time': events.column('start_time'),
+        'finish_time': events.column('finish_time'),
         'result': events.column('result'),
     }, schema=VALID_EVENTS_SCHEMA).filter(pc.invert(rejected))
     return valid, rejects
