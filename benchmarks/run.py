@@ -69,38 +69,6 @@ FORMATS = {'csv': ['--formats', 'csv'], 'csv,avro (default)': []}
 
 # -- the server ---------------------------------------------------------------
 
-class CachedServer(mariadb_server.MariaDBServer):
-    """A MariaDBServer on a fixed, kept directory: initialised once, the
-    data survives ``stop()``."""
-
-    def __init__(self, directory):
-        # not MariaDBServer.__init__: that makes a fresh temporary directory
-        self.mariadbd = mariadb_server._find('mariadbd', 'mysqld')
-        self.install_db = mariadb_server._find('mariadb-install-db',
-                                               'mysql_install_db')
-        if not self.mariadbd or not self.install_db:
-            raise RuntimeError(mariadb_server.INSTALL_HINT)
-        os.makedirs(directory, exist_ok=True)
-        self.dir = directory
-        self.datadir = os.path.join(directory, 'data')
-        self.socket = os.path.join(directory, 'mariadb.sock')
-        self.host, self.port = '127.0.0.1', mariadb_server._free_port()
-        self.process = None
-
-    def start(self, timeout=120):
-        if os.path.isdir(os.path.join(self.datadir, 'mysql')):
-            self.install_db = shutil.which('true')  # already initialised
-        return super().start(timeout)
-
-    def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-
-
 def table_counts(server):
     conn = server.admin()
     try:
@@ -374,7 +342,7 @@ def bench(events, args):
     directory = os.path.join(cache, f'bench-mariadb-{events}-{args.seed}')
     mach = machine()
     print(f'\n== {events:,} events, seed {args.seed}: server in {directory}')
-    server = CachedServer(directory).start()
+    server = mariadb_server.MariaDBServer(directory=directory).start()
     work = tempfile.mkdtemp(prefix=f'starcompactor-bench-{events}-')
     try:
         meta = ensure_dataset(server, events, args.seed)

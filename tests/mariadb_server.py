@@ -34,15 +34,22 @@ def _free_port():
 
 
 class MariaDBServer:
-    """A running server; ``admin()`` connects as root over its socket."""
+    """A running server; ``admin()`` connects as root over its socket.
 
-    def __init__(self, base_dir=None):
+    By default on a temporary directory removed by ``stop()``; with
+    ``directory``, on that one, kept (its data survive for the next start).
+    """
+
+    def __init__(self, base_dir=None, directory=None):
         self.mariadbd = _find('mariadbd', 'mysqld')
         self.install_db = _find('mariadb-install-db', 'mysql_install_db')
         if not self.mariadbd or not self.install_db:
             raise RuntimeError(INSTALL_HINT)
-        self.dir = tempfile.mkdtemp(prefix='starcompactor-mariadb-',
-                                    dir=base_dir)
+        self.temporary = directory is None
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        self.dir = directory or tempfile.mkdtemp(
+            prefix='starcompactor-mariadb-', dir=base_dir)
         self.datadir = os.path.join(self.dir, 'data')
         self.socket = os.path.join(self.dir, 'mariadb.sock')
         self.host, self.port = '127.0.0.1', _free_port()
@@ -50,11 +57,13 @@ class MariaDBServer:
 
     def start(self, timeout=60):
         user = ['--user=root'] if os.geteuid() == 0 else []
-        subprocess.run(
-            [self.install_db, '--no-defaults', f'--datadir={self.datadir}',
-             '--auth-root-authentication-method=normal', '--skip-test-db',
-             *user],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if not os.path.isdir(os.path.join(self.datadir, 'mysql')):
+            subprocess.run(
+                [self.install_db, '--no-defaults',
+                 f'--datadir={self.datadir}',
+                 '--auth-root-authentication-method=normal', '--skip-test-db',
+                 *user],
+                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.process = subprocess.Popen(
             [self.mariadbd, '--no-defaults', f'--datadir={self.datadir}',
              f'--socket={self.socket}', f'--port={self.port}',
@@ -81,14 +90,15 @@ class MariaDBServer:
                                password='', database=database,
                                charset='utf8mb4', autocommit=True, **kwargs)
 
-    def stop(self):
+    def stop(self, timeout=60):
         if self.process and self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=30)
+                self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if self.temporary:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class ExistingServer:
