@@ -1,4 +1,5 @@
 """The ``instances`` job: Nova tables -> anonymized instance-event trace."""
+import dataclasses
 import datetime as dt
 import glob
 import logging
@@ -36,8 +37,11 @@ def buckets_for(estimated_events, requested=0):
 
 
 def _check_key_source(key_source):
-    """Fail early, here, on a key the workers would refuse; warn when the key
-    file is readable by others. The key read here is dropped at once."""
+    """Fail early, here, on a supplied key the workers would refuse; warn
+    when the key file is readable by others. The key read here is dropped at
+    once. (A random key is drawn by the pipeline, never here.)"""
+    if key_source.kind == 'random':
+        return
     if key_source.kind == 'file':
         mode = os.stat(key_source.location).st_mode \
             if os.path.exists(key_source.location) else 0
@@ -95,7 +99,7 @@ class InstancesJob:
         log.info('reading %d splits of %s; about %d events, %d join buckets',
                  len(splits), self.source.describe(), estimated_events,
                  num_buckets)
-        spec = TraceSpec(**{**self.spec.__dict__, 'num_buckets': num_buckets})
+        spec = dataclasses.replace(self.spec, num_buckets=num_buckets)
         return (pipeline
                 | 'ReadNova' >> self.source.reader(splits)
                 | 'BuildTrace' >> BuildTrace(spec)

@@ -631,7 +631,6 @@ class _Synth:
                     if r < w:
                         break
                     r -= w
-                follow = []
                 host = info['host']
                 dst = None
                 if kind in ('resize', 'live-migration'):

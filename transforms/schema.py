@@ -61,9 +61,6 @@ def source_schema(table):
     return pa.schema([(DB, pa.string())] + list(SOURCE_COLUMNS[table]))
 
 
-def empty_source_table(table):
-    return source_schema(table).empty_table()
-
 
 # The published trace format (Chameleon v0.2), in order: (CSV header, field
 # name in Avro/JSON lines, arrow type). Sizes and seconds are nullable where
