@@ -869,7 +869,7 @@ class NovaDumpSource:
 
 
 class ReadDumpSplits(beam.DoFn):
-    """DumpSplit -> Arrow batches, tagged with the logical table name."""
+    """DumpSplit -> ``(logical table, Arrow batch)`` pairs."""
 
     def __init__(self, source):
         self.source = source
@@ -882,11 +882,11 @@ class ReadDumpSplits(beam.DoFn):
             c.count_read(table, invalid)
             c.count_rejected(table, c.INVALID_UTF8, invalid)
             if batch.num_rows:
-                yield beam.pvalue.TaggedOutput(table, batch)
+                yield table, batch
 
 
 class ReadNovaDump(beam.PTransform):
-    """PBegin -> ``{'instances', 'actions', 'events'}`` of Arrow batches."""
+    """PBegin -> ``(logical table, Arrow batch)`` pairs of every table."""
 
     def __init__(self, source, splits):
         super().__init__()
@@ -894,9 +894,7 @@ class ReadNovaDump(beam.PTransform):
         self.splits = splits
 
     def expand(self, pbegin):
-        read = (pbegin
+        return (pbegin
                 | 'DumpSplits' >> beam.Create(self.splits)
                 | 'SpreadDumpSplits' >> beam.Reshuffle()
-                | 'ReadDumpSplits' >> beam.ParDo(ReadDumpSplits(self.source))
-                .with_outputs(*SOURCE_TABLES))
-        return {table: read[table] for table in SOURCE_TABLES}
+                | 'ReadDumpSplits' >> beam.ParDo(ReadDumpSplits(self.source)))

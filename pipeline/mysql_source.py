@@ -1,16 +1,22 @@
 """Reading the three Nova tables from MySQL/MariaDB as Arrow batches.
 
-Each table (and its ``shadow_`` copy, where ``archive_deleted_rows`` moves old
-deleted instances) is cut into primary-key ranges when the pipeline is built;
+Each table is cut into primary-key ranges when the pipeline is built;
 workers read the ranges in parallel, chunk by chunk (one query per chunk of
 rows in id order), so memory stays bounded whatever the table size. The last
 range of a table is open-ended: rows added while the trace runs are not
 missed.
+
+A range covers the table and its ``shadow_`` copy, where ``nova-manage db
+archive_deleted_rows`` moves old deleted rows, keeping their ids: the live
+rows of the range are read first, then the archived ones. A row archived
+while the trace runs is then read at least once (a row read twice is dropped
+by the join), never missed, without any barrier between workers.
 """
-import io
 import logging
+import queue
+import threading
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -33,10 +39,12 @@ LOST_CONNECTION = {2006, 2013, 2055, 1927}
 
 @dataclass(frozen=True)
 class TableSplit:
-    """A primary-key range ``[first_id, end_id)`` of one Nova table."""
+    """A primary-key range ``[first_id, end_id)`` of one logical table, in
+    each of its Nova tables, read in that order (live, then ``shadow_``)."""
     database: str
     table: str                 # logical name: instances, actions, events
-    nova_table: str            # e.g. shadow_instance_actions
+    nova_tables: Tuple[str, ...]  # e.g. (instance_actions,
+    #                                     shadow_instance_actions)
     first_id: int
     end_id: Optional[int]      # None: to the end of the table
 
@@ -50,6 +58,7 @@ def _quote(name):
 # row as a line of JSON (which escapes any text correctly) and Arrow's JSON
 # reader parses the lines in C++.
 CHUNK_IDS = 5_000     # ids per chunk, so at most as many rows
+BATCH_ROWS = 100_000  # rows per batch handed on
 GROUP_CONCAT_MAX_LEN = 1 << 30
 
 
@@ -61,7 +70,7 @@ def _json_member(name, typ):
     return f"'\"{name}\":', IFNULL({value}, 'null')"
 
 
-def chunk_statement(split, window=(None, None)):
+def chunk_statement(split, nova_table, window=(None, None)):
     """SQL and arguments reading one chunk of a split: the rows with ids in
     ``[%s, %s)`` (the first two arguments, left to the caller), with the
     event window pushed down. The result is one row: the chunk's row count
@@ -78,14 +87,14 @@ def chunk_statement(split, window=(None, None)):
     line = ", ',', ".join(_json_member(name, typ) for name, typ in columns)
     sql = (f"SELECT COUNT(*), GROUP_CONCAT(CONCAT('{{', {line}, '}}') "
            f"SEPARATOR '\\n') FROM {_quote(split.database)}."
-           f"{_quote(split.nova_table)} WHERE {' AND '.join(conditions)}")
+           f"{_quote(nova_table)} WHERE {' AND '.join(conditions)}")
     return sql, args
 
 
-def next_id_statement(split):
+def next_id_statement(split, nova_table):
     """The first id at or after a given one (and before the split's end)."""
     sql = (f'SELECT MIN(id) FROM {_quote(split.database)}.'
-           f'{_quote(split.nova_table)} WHERE id >= %s')
+           f'{_quote(nova_table)} WHERE id >= %s')
     if split.end_id is not None:
         sql += f' AND id < {int(split.end_id)}'
     return sql
@@ -102,7 +111,7 @@ def _is_utf8(line):
 def _read_json_lines(table, lines):
     options = pa_json.ParseOptions(
         explicit_schema=pa.schema(SOURCE_COLUMNS[table]))
-    parsed = pa_json.read_json(io.BytesIO(lines), parse_options=options)
+    parsed = pa_json.read_json(pa.BufferReader(lines), parse_options=options)
     parsed.validate(full=True)   # the JSON reader does not check UTF-8
     return parsed
 
@@ -130,8 +139,10 @@ class NovaMySQLSource:
     """
 
     def __init__(self, connection, databases, archived=True,
-                 window=(None, None), split_ids=250_000):
+                 window=(None, None), split_ids=250_000,
+                 batch_rows=BATCH_ROWS):
         self.connection = connection
+        self.batch_rows = batch_rows
         self.databases = list(databases)
         self.archived = archived
         self.window = window
@@ -147,9 +158,7 @@ class NovaMySQLSource:
         try:
             with connection.cursor() as cursor:
                 for database in self.databases:
-                    for table, nova_table in self.nova_tables():
-                        if table != INSTANCES:
-                            continue
+                    for nova_table in self.nova_tables(INSTANCES):
                         for column in IDENTITY_COLUMNS:
                             cursor.execute(
                                 f'SELECT DISTINCT {_quote(column)} FROM '
@@ -168,10 +177,10 @@ class NovaMySQLSource:
                 'databases': self.databases, 'archived': self.archived,
                 'window': {'start': start, 'end': end}}
 
-    def nova_tables(self):
+    def nova_tables(self, table):
+        """The Nova tables of a logical table, in the order they are read."""
         prefixes = ('', SHADOW_PREFIX) if self.archived else ('',)
-        return [(table, prefix + NOVA_TABLES[table])
-                for table in SOURCE_TABLES for prefix in prefixes]
+        return tuple(prefix + NOVA_TABLES[table] for prefix in prefixes)
 
     def plan(self):
         """Check every table is readable and cut it into splits.
@@ -185,13 +194,17 @@ class NovaMySQLSource:
         try:
             with connection.cursor() as cursor:
                 for database in self.databases:
-                    for table, nova_table in self.nova_tables():
-                        first, last = self._id_range(
-                            cursor, database, table, nova_table)
-                        splits += self._split(database, table, nova_table,
-                                              first, last)
-                        if table == EVENTS and last is not None:
-                            estimated_events += last - first + 1
+                    for table in SOURCE_TABLES:
+                        nova_tables = self.nova_tables(table)
+                        ranges = [self._id_range(cursor, database, table,
+                                                 nova_table)
+                                  for nova_table in nova_tables]
+                        splits += self._split(database, table, nova_tables,
+                                              ranges)
+                        if table == EVENTS:
+                            estimated_events += sum(
+                                last - first + 1 for first, last in ranges
+                                if last is not None)
         finally:
             connection.close()
         return splits, estimated_events
@@ -207,29 +220,75 @@ class NovaMySQLSource:
             raise self.connection.error(e, database, nova_table) from None
         return cursor.fetchone()
 
-    def _split(self, database, table, nova_table, first, last):
-        if first is None:   # empty now, maybe not by the time it is read
-            return [TableSplit(database, table, nova_table, 0, None)]
-        bounds = list(range(first, last + 1, self.split_ids))[1:]
+    def _split(self, database, table, nova_tables, ranges):
+        firsts = [first for first, _ in ranges if first is not None]
+        lasts = [last for _, last in ranges if last is not None]
+        bounds = (list(range(min(firsts), max(lasts) + 1, self.split_ids))[1:]
+                  if firsts else [])   # empty now, maybe not when read
         starts = [0] + bounds
         ends = bounds + [None]
-        return [TableSplit(database, table, nova_table, s, e)
+        return [TableSplit(database, table, nova_tables, s, e)
                 for s, e in zip(starts, ends)]
 
 
+def _prefetched(items, depth):
+    """Iterate ``items`` in a thread, ``depth`` items ahead of the caller;
+    an exception in the thread is raised in the caller, in order."""
+    handoff = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item):
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                pass
+
+    def produce():
+        try:
+            for item in items:
+                put((item, None))
+                if stop.is_set():
+                    return
+            put((done, None))
+        except BaseException as e:   # handed over, raised by the caller
+            put((done, e))
+
+    thread = threading.Thread(target=produce, daemon=True,
+                              name='starcompactor-mysql-reader')
+    thread.start()
+    try:
+        while True:
+            item, error = handoff.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
 class ReadTableSplits(beam.DoFn):
-    """TableSplit -> Arrow batches, tagged with the logical table name.
+    """TableSplit -> ``(logical table, Arrow batch)`` pairs.
 
     A split is read in chunks of rows in id order, each chunk one query: a
     connection lost mid-split (a server restart, a ``KILL``) is resumed at
     the chunk it broke, so nothing is lost or read twice; after
-    ``MAX_RESUMES`` in one split the read fails. Memory holds one chunk.
+    ``MAX_RESUMES`` in one split the read fails. Chunks are fetched a few
+    ahead in a thread and gathered into batches of about ``batch_rows``
+    rows: memory holds a batch and a few chunks, whatever the table size.
     """
     MAX_RESUMES = 3
+    PREFETCH_CHUNKS = 4
 
-    def __init__(self, connection, window):
+    def __init__(self, connection, window, batch_rows=BATCH_ROWS):
         self.connection = connection
         self.window = window
+        self.batch_rows = batch_rows
         self._db = None
         self._resumes = 0
 
@@ -242,7 +301,7 @@ class ReadTableSplits(beam.DoFn):
             cursor.execute(
                 f'SET SESSION group_concat_max_len = {GROUP_CONCAT_MAX_LEN}')
 
-    def _query(self, split, sql, args):
+    def _query(self, split, nova_table, sql, args):
         """The one result row of ``sql``, reconnecting after a lost
         connection (each query reads a whole chunk, or nothing), at most
         ``MAX_RESUMES`` times per split."""
@@ -255,95 +314,89 @@ class ReadTableSplits(beam.DoFn):
                 if e.args[0] not in LOST_CONNECTION or \
                         self._resumes == self.MAX_RESUMES:
                     raise self.connection.error(
-                        e, split.database, split.nova_table) from None
+                        e, split.database, nova_table) from None
                 self._resumes += 1
                 log.warning('lost the connection reading %s.%s (%s); '
                             'resuming at id %d (%d/%d)', split.database,
-                            split.nova_table, e.args[0], args[0],
+                            nova_table, e.args[0], args[0],
                             self._resumes, self.MAX_RESUMES)
                 self._connect()
             except pymysql.err.MySQLError as e:
                 raise self.connection.error(
-                    e, split.database, split.nova_table) from None
+                    e, split.database, nova_table) from None
 
-    def process(self, split, after=None):
-        sql, window_args = chunk_statement(split, self.window)
-        next_id = next_id_statement(split)
-        first_id, read, self._resumes = split.first_id, 0, 0
+    def _chunks(self, split, nova_table):
+        """``(row count, JSON lines)`` of each chunk of one Nova table."""
+        sql, window_args = chunk_statement(split, nova_table, self.window)
+        next_id = next_id_statement(split, nova_table)
+        first_id, read = split.first_id, 0
         while split.end_id is None or first_id < split.end_id:
             end_id = first_id + CHUNK_IDS
             if split.end_id is not None:
                 end_id = min(end_id, split.end_id)
-            rows, lines = self._query(split, sql,
+            rows, lines = self._query(split, nova_table, sql,
                                       [first_id, end_id] + window_args)
             if rows:
-                batch, invalid = chunk_to_table(split.database, split.table,
-                                                lines)
-                if batch.num_rows + invalid != rows:
-                    raise UserError(
-                        f'{split.database}.{split.nova_table}: {rows} rows '
-                        f'from id {first_id} came back incomplete; raise '
-                        f'the server\'s max_allowed_packet')
-                c.count_read(split.table, invalid)
-                c.count_rejected(split.table, c.INVALID_UTF8, invalid)
                 read += rows
-                yield beam.pvalue.TaggedOutput(split.table, batch)
+                yield nova_table, first_id, rows, lines
                 first_id = end_id
             else:   # a gap in the ids (or the end): jump to the next row
-                first_id, = self._query(split, next_id, [end_id])
+                first_id, = self._query(split, nova_table, next_id, [end_id])
                 if first_id is None:
                     break
         log.info('read %s.%s ids %d..%s: %d rows', split.database,
-                 split.nova_table, split.first_id,
+                 nova_table, split.first_id,
                  '' if split.end_id is None else split.end_id - 1, read)
+
+    def _split_chunks(self, split):
+        for nova_table in split.nova_tables:   # live first, then shadow_
+            yield from self._chunks(split, nova_table)
+
+    def process(self, split):
+        self._resumes = 0
+        gathered, gathered_rows = [], 0
+        # The thread waits on MariaDB while this one parses (in Arrow,
+        # without the GIL) the chunk before.
+        for nova_table, first_id, rows, lines in _prefetched(
+                self._split_chunks(split), self.PREFETCH_CHUNKS):
+            batch, invalid = chunk_to_table(split.database, split.table,
+                                            lines)
+            if batch.num_rows + invalid != rows:
+                raise UserError(
+                    f'{split.database}.{nova_table}: {rows} rows from id '
+                    f'{first_id} came back incomplete; raise the server\'s '
+                    f'max_allowed_packet')
+            c.count_read(split.table, invalid)
+            c.count_rejected(split.table, c.INVALID_UTF8, invalid)
+            gathered.append(batch)
+            gathered_rows += batch.num_rows
+            if gathered_rows >= self.batch_rows:
+                yield split.table, _combined(gathered)
+                gathered, gathered_rows = [], 0
+        if gathered_rows:
+            yield split.table, _combined(gathered)
 
     def teardown(self):
         if self._db is not None and self._db.open:
             self._db.close()
 
 
-def _row_count(table):
-    return table.num_rows
+def _combined(batches):
+    return pa.concat_tables(batches).combine_chunks()
 
 
 class ReadNovaMySQL(beam.PTransform):
-    """PBegin -> ``{'instances', 'actions', 'events'}`` of Arrow batches.
-
-    Live tables are read before their ``shadow_`` copies: a row that
-    ``archive_deleted_rows`` moves while the trace runs is then read at least
-    once (and a row read twice is dropped by the join), never missed. The
-    shadow reads wait for the live reads through a side input.
-    """
+    """PBegin -> ``(logical table, Arrow batch)`` pairs of every table."""
 
     def __init__(self, source, splits):
         super().__init__()
         self.source = source
         self.splits = splits
 
-    def _read(self, pbegin, stage, splits, after=None):
-        source = self.source
-        read_fn = ReadTableSplits(source.connection, source.window)
-        return (pbegin
-                | f'{stage}Splits' >> beam.Create(splits)
-                | f'Spread{stage}Splits' >> beam.Reshuffle()
-                | f'Read{stage}Splits' >> beam.ParDo(read_fn, after=after)
-                .with_outputs(*SOURCE_TABLES))
-
     def expand(self, pbegin):
-        live = [s for s in self.splits
-                if not s.nova_table.startswith(SHADOW_PREFIX)]
-        shadow = [s for s in self.splits
-                  if s.nova_table.startswith(SHADOW_PREFIX)]
-        live_read = self._read(pbegin, 'Live', live)
-        if not shadow:
-            return {table: live_read[table] for table in SOURCE_TABLES}
-        live_rows = (
-            [live_read[table] for table in SOURCE_TABLES]
-            | 'AllLiveBatches' >> beam.Flatten()
-            | 'LiveBatchRows' >> beam.Map(_row_count)
-            | 'LiveRowsRead' >> beam.CombineGlobally(sum))
-        shadow_read = self._read(pbegin, 'Shadow', shadow,
-                                 after=beam.pvalue.AsSingleton(live_rows))
-        return {table: (live_read[table], shadow_read[table])
-                | f'LiveAndArchived{table.capitalize()}' >> beam.Flatten()
-                for table in SOURCE_TABLES}
+        source = self.source
+        return (pbegin
+                | 'TableSplits' >> beam.Create(self.splits)
+                | 'SpreadTableSplits' >> beam.Reshuffle()
+                | 'ReadTableSplits' >> beam.ParDo(ReadTableSplits(
+                    source.connection, source.window, source.batch_rows)))

@@ -5,8 +5,10 @@ they read:
 
 - ``plan()`` -> ``(splits, estimated_events)``, checking access on the way
   (a wrong password or a missing table fails here, before the run starts);
-- ``reader(splits)`` -> a PTransform ``PBegin -> {'instances', 'actions',
-  'events'}`` of Arrow batches in ``transforms.schema``'s source schemas;
+- ``reader(splits)`` -> a PTransform ``PBegin -> (table, Arrow batch)``
+  pairs: ``table`` is 'instances', 'actions' or 'events', the batch in
+  ``transforms.schema.source_schema(table)``; one PCollection for all three,
+  which the join groups without merging PCollections first;
 - ``describe()`` -> a JSON-able description for the manifest (no secrets);
 - ``raw_identities()`` -> the raw values masking must hide, for leak checks.
 """

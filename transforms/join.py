@@ -1,10 +1,17 @@
 """The one join of the trace: events to actions to instances.
 
-Two bucketed CoGroupByKeys (see ``buckets``): events meet their action by
+Two bucketed co-groupings (see ``buckets``): events meet their action by
 ``(db, action_id)``, then events, now carrying the action's instance uuid,
 meet their instance by ``(db, uuid)``. Inside a bucket ``pyarrow.Table.join``
 does the work. Rows that find no parent, and parents that get no events, are
 counted by reason here, the only place that knows.
+
+Each co-grouping is a ``GroupByKey`` of ``(bucket, (table, piece))`` pairs
+that all come from ONE PCollection: instances, bucketed by uuid from the
+start, ride along the first grouping to meet their events in the second.
+That is what ``beam.CoGroupByKey`` expands to, minus its ``Flatten`` of one
+PCollection per table, which the DirectRunner materialises in full (every
+row pickled once more) before grouping.
 """
 import apache_beam as beam
 import pyarrow as pa
@@ -68,10 +75,39 @@ def _once(table, name):
     return table
 
 
+# The key each table is bucketed by for its first grouping.
+FIRST_KEYS = {
+    EVENTS: [DB, 'action_id'],
+    ACTIONS: [DB, 'id'],
+    INSTANCES: [DB, 'uuid'],      # already for the second grouping
+}
+INSTANCE_KEY = [DB, 'instance_uuid']
+
+
+def bucket_for_join(tagged, num_buckets):
+    """``(table, batch)`` -> ``(bucket, (table, piece))`` for each bucket
+    of the batch's first join key."""
+    table, batch = tagged
+    for bucket, piece in split_into_buckets(batch, FIRST_KEYS[table],
+                                            num_buckets):
+        yield bucket, (table, piece)
+
+
+def _by_table(pieces):
+    """The tables a grouping delivered, as ``{table: [piece, ...]}``."""
+    grouped = {EVENTS: [], ACTIONS: [], INSTANCES: []}
+    for table, piece in pieces:
+        grouped[table].append(piece)
+    return grouped
+
+
 def join_events_to_actions(element, num_buckets):
-    """One bucket of events and actions -> events with their instance uuid,
-    already cut into the buckets of the next join."""
-    _, grouped = element
+    """One bucket of events, actions (and passing instances) -> events with
+    their instance uuid, already cut into the buckets of the next join."""
+    bucket, pieces = element
+    grouped = _by_table(pieces)
+    for piece in grouped[INSTANCES]:       # bucketed by uuid already
+        yield bucket, (INSTANCES, piece)
     events = _once(concat(grouped[EVENTS], VALID_EVENTS_SCHEMA), EVENTS)
     actions = (_once(concat(grouped[ACTIONS], source_schema(ACTIONS)), ACTIONS)
                .select([DB, 'id', 'instance_uuid'])
@@ -85,19 +121,21 @@ def join_events_to_actions(element, num_buckets):
 
     matched = matched.select(EVENTS_WITH_INSTANCE_SCHEMA.names).cast(
         EVENTS_WITH_INSTANCE_SCHEMA)
-    yield from split_into_buckets(matched, [DB, 'instance_uuid'], num_buckets)
+    for next_bucket, piece in split_into_buckets(matched, INSTANCE_KEY,
+                                                 num_buckets):
+        yield next_bucket, (EVENTS, piece)
 
 
 def join_events_to_instances(element):
     """One bucket of events (with uuid) and instances -> joined trace rows."""
-    _, grouped = element
+    _, pieces = element
+    grouped = _by_table(pieces)
     events = concat(grouped[EVENTS], EVENTS_WITH_INSTANCE_SCHEMA)
     instances = (_once(concat(grouped[INSTANCES], source_schema(INSTANCES)),
                        INSTANCES)
                  .select([DB, 'uuid'] + list(_INSTANCE_COLUMNS))
-                 .rename_columns([DB, 'instance_uuid'] +
-                                 list(_INSTANCE_COLUMNS)))
-    keys = [DB, 'instance_uuid']
+                 .rename_columns(INSTANCE_KEY + list(_INSTANCE_COLUMNS)))
+    keys = INSTANCE_KEY
 
     matched, orphans = _left_join(events, instances, keys)
     c.count_rejected(EVENTS, c.EVENT_NO_INSTANCE, orphans.num_rows)
@@ -114,28 +152,20 @@ def join_events_to_instances(element):
 
 
 class JoinEventsToInstances(beam.PTransform):
-    """``{'instances', 'actions', 'events'}`` of Arrow tables (events
-    validated) -> Arrow tables of joined rows (``JOINED_SCHEMA``)."""
+    """``(table, Arrow batch)`` pairs of the three tables (events validated)
+    -> Arrow tables of joined rows (``JOINED_SCHEMA``)."""
 
     def __init__(self, num_buckets):
         super().__init__()
         self.num_buckets = num_buckets
 
-    def expand(self, tables):
+    def expand(self, batches):
         n = self.num_buckets
-        events_by_action = tables[EVENTS] | 'BucketEventsByAction' >> (
-            beam.FlatMap(split_into_buckets, [DB, 'action_id'], n))
-        actions_by_id = tables[ACTIONS] | 'BucketActionsById' >> (
-            beam.FlatMap(split_into_buckets, [DB, 'id'], n))
-        events_by_instance = (
-            {EVENTS: events_by_action, ACTIONS: actions_by_id}
-            | 'GroupByAction' >> beam.CoGroupByKey()
-            | 'JoinEventsToActions' >> beam.FlatMap(
-                join_events_to_actions, n))
-        instances_by_uuid = tables[INSTANCES] | 'BucketInstancesByUuid' >> (
-            beam.FlatMap(split_into_buckets, [DB, 'uuid'], n))
         return (
-            {EVENTS: events_by_instance, INSTANCES: instances_by_uuid}
-            | 'GroupByInstance' >> beam.CoGroupByKey()
+            batches
+            | 'BucketByFirstKey' >> beam.FlatMap(bucket_for_join, n)
+            | 'GroupByAction' >> beam.GroupByKey()
+            | 'JoinEventsToActions' >> beam.FlatMap(join_events_to_actions, n)
+            | 'GroupByInstance' >> beam.GroupByKey()
             | 'JoinEventsToInstances' >> beam.FlatMap(
                 join_events_to_instances))

@@ -2,12 +2,10 @@
 
 Every source feeds this transform and every sink reads from it::
 
-    events ──validate──┐
-    actions ───────────┼─ join ── mask (key side input) ── derive (epoch side input)
-    instances ─────────┘
+    (table, batch) ── validate ── join ── mask (key side input) ── derive (epoch side input)
+       events, actions, instances
 """
 from dataclasses import dataclass
-from functools import partial
 from typing import Optional
 
 import apache_beam as beam
@@ -17,7 +15,7 @@ from starcompactor.transforms.derive import earliest_start, min_or_none, to_trac
 from starcompactor.transforms.join import JoinEventsToInstances
 from starcompactor.transforms.mask import (
     NO_MASKING, HMAC_SHA256, KeySource, MaskIdentities, MaskKey, masked_columns)
-from starcompactor.transforms.schema import ACTIONS, EVENTS, INSTANCES
+from starcompactor.transforms.schema import EVENTS, INSTANCES
 from starcompactor.transforms.validate import (
     validate_events, validate_instances)
 
@@ -33,18 +31,21 @@ class TraceSpec:
     cut: Optional[int] = None        # events finished after it are unfinished
 
 
-def _count_read(table, name):
-    c.count_read(name, table.num_rows)
-    return table
-
-
-def _validated(table, name, validate):
-    c.count_read(name, table.num_rows)
-    valid, rejects = validate(table)
+def _validated(tagged, cut):
+    """Counts a source batch read; events and instances lose their bad rows
+    (counted by reason) on the way."""
+    name, batch = tagged
+    c.count_read(name, batch.num_rows)
+    if name == EVENTS:
+        batch, rejects = validate_events(batch, cut)
+    elif name == INSTANCES:
+        batch, rejects = validate_instances(batch)
+    else:
+        rejects = {}
     for reason, n in rejects.items():
         c.count_rejected(name, reason, n)
-    if valid.num_rows:
-        yield valid
+    if batch.num_rows:
+        yield name, batch
 
 
 def _derive(joined, epoch):
@@ -55,25 +56,20 @@ def _derive(joined, epoch):
 
 
 class BuildTrace(beam.PTransform):
-    """``{'instances', 'actions', 'events'}`` of source Arrow tables ->
-    a PCollection of trace Arrow tables (``schema.TRACE_SCHEMA``)."""
+    """``(table, Arrow batch)`` pairs of the three source tables (in
+    ``schema.source_schema``) -> trace Arrow tables (``schema.TRACE_SCHEMA``).
+    """
 
     def __init__(self, spec=TraceSpec()):
         super().__init__()
         self.spec = spec
 
-    def expand(self, tables):
+    def expand(self, batches):
         spec = self.spec
-        pipeline = tables[EVENTS].pipeline
-        source = {
-            INSTANCES: tables[INSTANCES] | 'ValidateInstances' >> beam.FlatMap(
-                _validated, INSTANCES, validate_instances),
-            ACTIONS: tables[ACTIONS] | 'CountActions' >> beam.Map(
-                _count_read, ACTIONS),
-            EVENTS: tables[EVENTS] | 'ValidateEvents' >> beam.FlatMap(
-                _validated, EVENTS, partial(validate_events, cut=spec.cut)),
-        }
-        joined = source | 'Join' >> JoinEventsToInstances(spec.num_buckets)
+        pipeline = batches.pipeline
+        joined = (batches
+                  | 'Validate' >> beam.FlatMap(_validated, spec.cut)
+                  | 'Join' >> JoinEventsToInstances(spec.num_buckets))
 
         if spec.mask_method != NO_MASKING:
             key = pipeline | 'MaskKey' >> MaskKey(spec.key_source)
