@@ -20,9 +20,7 @@ _MIX = np.uint64(1_000_003)
 
 def _string_codes(column):
     """CRC-32 of each value, computed once per distinct value."""
-    encoded = pc.dictionary_encode(column)
-    if isinstance(encoded, pa.ChunkedArray):
-        encoded = encoded.combine_chunks()
+    encoded = dictionary_encoded(column)
     distinct = encoded.dictionary.to_pylist()
     codes = np.fromiter(
         (zlib.crc32(value.encode('utf-8')) for value in distinct),
@@ -31,6 +29,16 @@ def _string_codes(column):
     codes = np.append(codes, np.uint64(0))
     indices = encoded.indices.fill_null(len(distinct))
     return codes[indices.to_numpy(zero_copy_only=False)]
+
+
+def dictionary_encoded(column):
+    """``column`` as one DictionaryArray (as it is, if it is one)."""
+    if not pa.types.is_dictionary(column.type):
+        column = pc.dictionary_encode(column)
+    if isinstance(column, pa.ChunkedArray):
+        column = column.unify_dictionaries().combine_chunks() \
+            if column.num_chunks != 1 else column.chunk(0)
+    return column
 
 
 def _int_codes(column):

@@ -20,29 +20,27 @@ import pyarrow.compute as pc
 from starcompactor.transforms import counters as c
 from starcompactor.transforms.buckets import (
     concat, drop_duplicates, split_into_buckets)
-from starcompactor.transforms.schema import (
-    ACTIONS, DB, EVENTS, INSTANCES, source_schema)
-from starcompactor.transforms.validate import VALID_EVENTS_SCHEMA
+from starcompactor.transforms.schema import ACTIONS, DB, EVENTS, INSTANCES
+from starcompactor.transforms.validate import (
+    REPEATED_TEXT, VALID_EVENTS_SCHEMA, VALID_SCHEMAS)
 
 _FOUND = '_found'   # a never-null marker column: null after a left join = no match
 
 EVENTS_WITH_INSTANCE_SCHEMA = pa.schema([
-    (DB, pa.string()),
+    (DB, REPEATED_TEXT),
     ('action_id', pa.int64()),
     ('instance_uuid', pa.string()),
-    ('event', pa.string()),
+    ('event', REPEATED_TEXT),
     ('start', pa.int64()),
     ('finish', pa.int64()),
-    ('start_time', pa.string()),
-    ('finish_time', pa.string()),
-    ('result', pa.string()),
+    ('result', REPEATED_TEXT),
 ])
 
 _INSTANCE_COLUMNS = ('hostname', 'user_id', 'project_id', 'host',
                      'memory_mb', 'root_gb', 'vcpus')
 JOINED_SCHEMA = pa.schema(
     list(EVENTS_WITH_INSTANCE_SCHEMA) +
-    [source_schema(INSTANCES).field(name) for name in _INSTANCE_COLUMNS])
+    [VALID_SCHEMAS[INSTANCES].field(name) for name in _INSTANCE_COLUMNS])
 
 
 def _with_marker(table):
@@ -109,7 +107,7 @@ def join_events_to_actions(element, num_buckets):
     for piece in grouped[INSTANCES]:       # bucketed by uuid already
         yield bucket, (INSTANCES, piece)
     events = _once(concat(grouped[EVENTS], VALID_EVENTS_SCHEMA), EVENTS)
-    actions = (_once(concat(grouped[ACTIONS], source_schema(ACTIONS)), ACTIONS)
+    actions = (_once(concat(grouped[ACTIONS], VALID_SCHEMAS[ACTIONS]), ACTIONS)
                .select([DB, 'id', 'instance_uuid'])
                .rename_columns([DB, 'action_id', 'instance_uuid']))
     keys = [DB, 'action_id']
@@ -131,7 +129,7 @@ def join_events_to_instances(element):
     _, pieces = element
     grouped = _by_table(pieces)
     events = concat(grouped[EVENTS], EVENTS_WITH_INSTANCE_SCHEMA)
-    instances = (_once(concat(grouped[INSTANCES], source_schema(INSTANCES)),
+    instances = (_once(concat(grouped[INSTANCES], VALID_SCHEMAS[INSTANCES]),
                        INSTANCES)
                  .select([DB, 'uuid'] + list(_INSTANCE_COLUMNS))
                  .rename_columns(INSTANCE_KEY + list(_INSTANCE_COLUMNS)))

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 import pyarrow as pa
-import pyarrow.compute as pc
+
+from starcompactor.transforms.buckets import dictionary_encoded
 
 HMAC_SHA256 = 'hmac-sha256'
 NO_MASKING = 'none'
@@ -93,10 +94,9 @@ def mask_value(key, value):
 
 
 def mask_column(column, key):
-    """Mask an Arrow string column, hashing each distinct value once."""
-    encoded = pc.dictionary_encode(column)
-    if isinstance(encoded, pa.ChunkedArray):
-        encoded = encoded.combine_chunks()
+    """Mask an Arrow string column (or dictionary of strings), hashing each
+    distinct value once; returns a plain string column."""
+    encoded = dictionary_encoded(column)
     masked = pa.array(
         [mask_value(key, v) for v in encoded.dictionary.to_pylist()],
         pa.string())

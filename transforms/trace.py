@@ -15,9 +15,8 @@ from starcompactor.transforms.derive import earliest_start, min_or_none, to_trac
 from starcompactor.transforms.join import JoinEventsToInstances
 from starcompactor.transforms.mask import (
     NO_MASKING, HMAC_SHA256, KeySource, MaskIdentities, MaskKey, masked_columns)
-from starcompactor.transforms.schema import EVENTS, INSTANCES
-from starcompactor.transforms.validate import (
-    validate_events, validate_instances)
+from starcompactor.transforms.schema import EVENTS
+from starcompactor.transforms.validate import VALIDATORS, validate_events
 
 
 @dataclass(frozen=True)
@@ -38,10 +37,8 @@ def _validated(tagged, cut):
     c.count_read(name, batch.num_rows)
     if name == EVENTS:
         batch, rejects = validate_events(batch, cut)
-    elif name == INSTANCES:
-        batch, rejects = validate_instances(batch)
     else:
-        rejects = {}
+        batch, rejects = VALIDATORS[name](batch)
     for reason, n in rejects.items():
         c.count_rejected(name, reason, n)
     if batch.num_rows:

@@ -1,31 +1,68 @@
-"""Checking event rows before they are joined: times parsed, bad rows rejected.
+"""Checking source rows before they are joined: times parsed, bad rows
+rejected, the rest made compact.
 
 Whatever the source, event times arrive as Nova's text (``YYYY-MM-DD
 HH:MM:SS``, naive UTC). They are parsed here, vectorised, into integer seconds
 since 1970; each row that cannot be a trace row is dropped under one reason.
+
+Valid rows travel through two shuffles, so they travel light: the text times
+are dropped (the seconds say the same) and repetitive text (cell names, event
+names, results, users, projects, hosts) is dictionary-encoded.
 """
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from starcompactor.transforms import counters as c
-from starcompactor.transforms.schema import DB
+from starcompactor.transforms.schema import (
+    ACTIONS, DB, EVENTS, INSTANCES, source_schema)
 
 NOVA_TIME_FORMAT = '%Y-%m-%d %H:%M:%S'
+REPEATED_TEXT = pa.dictionary(pa.int32(), pa.string())
 
-# Events after validation: times, never null, both as seconds since 1970
-# (to compute with) and as Nova's text (to print: far cheaper than
-# formatting the seconds again).
+# Columns dictionary-encoded after validation, per table.
+_DICTIONARY_COLUMNS = {
+    EVENTS: (DB, 'event', 'result'),
+    ACTIONS: (DB,),
+    INSTANCES: (DB, 'user_id', 'project_id', 'host'),
+}
+
+# Events after validation: times as seconds since 1970, never null.
 VALID_EVENTS_SCHEMA = pa.schema([
-    (DB, pa.string()),
+    (DB, REPEATED_TEXT),
     ('id', pa.int64()),
     ('action_id', pa.int64()),
-    ('event', pa.string()),
+    ('event', REPEATED_TEXT),
     ('start', pa.int64()),
     ('finish', pa.int64()),
-    ('start_time', pa.string()),
-    ('finish_time', pa.string()),
-    ('result', pa.string()),
+    ('result', REPEATED_TEXT),
 ])
+
+
+def _compact_schema(schema, columns):
+    return pa.schema([
+        field.with_type(REPEATED_TEXT) if field.name in columns else field
+        for field in schema])
+
+
+VALID_SCHEMAS = {
+    EVENTS: VALID_EVENTS_SCHEMA,
+    ACTIONS: _compact_schema(source_schema(ACTIONS),
+                             _DICTIONARY_COLUMNS[ACTIONS]),
+    INSTANCES: _compact_schema(source_schema(INSTANCES),
+                               _DICTIONARY_COLUMNS[INSTANCES]),
+}
+
+
+def compact(table, name):
+    """``table`` of source table ``name``, repetitive text
+    dictionary-encoded (``VALID_SCHEMAS[name]``)."""
+    for column in _DICTIONARY_COLUMNS[name]:
+        index = table.schema.get_field_index(column)
+        values = table.column(index)
+        if not pa.types.is_dictionary(values.type):
+            table = table.set_column(index, column,
+                                     pc.dictionary_encode(values))
+    return table
 
 
 def parse_nova_times(column):
@@ -73,11 +110,9 @@ def validate_events(events, cut=None):
         'event': events.column('event'),
         'start': start,
         'finish': finish,
-        'start_time': events.column('start_time'),
-        'finish_time': events.column('finish_time'),
         'result': events.column('result'),
-    }, schema=VALID_EVENTS_SCHEMA).filter(pc.invert(rejected))
-    return valid, rejects
+    }).filter(pc.invert(rejected))
+    return compact(valid, EVENTS), rejects
 
 
 UUID_PATTERN = ('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-'
@@ -94,4 +129,17 @@ def validate_instances(instances):
         pc.match_substring_regex(instances.column('uuid'), UUID_PATTERN),
         False)
     bad = instances.num_rows - (pc.sum(good).as_py() or 0)
-    return instances.filter(good), {c.INSTANCE_BAD_UUID: bad}
+    return compact(instances.filter(good), INSTANCES), \
+        {c.INSTANCE_BAD_UUID: bad}
+
+
+def validate_actions(actions):
+    """Every action row can join; it only gets compact."""
+    return compact(actions, ACTIONS), {}
+
+
+VALIDATORS = {
+    EVENTS: validate_events,
+    ACTIONS: validate_actions,
+    INSTANCES: validate_instances,
+}
