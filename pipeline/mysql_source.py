@@ -13,8 +13,6 @@ while the trace runs is then read at least once (a row read twice is dropped
 by the join), never missed, without any barrier between workers.
 """
 import logging
-import queue
-import threading
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -24,6 +22,7 @@ import pyarrow.csv as pa_csv
 import pymysql
 
 from starcompactor.pipeline.errors import UserError
+from starcompactor.pipeline.threads import prefetched
 from starcompactor.transforms import counters as c
 from starcompactor.transforms.mask import DEFAULT_MASKED as IDENTITY_COLUMNS
 from starcompactor.transforms.schema import (
@@ -250,47 +249,6 @@ class NovaMySQLSource:
                 for s, e in zip(starts, ends)]
 
 
-def _prefetched(items, depth):
-    """Iterate ``items`` in a thread, ``depth`` items ahead of the caller;
-    an exception in the thread is raised in the caller, in order."""
-    handoff = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def put(item):
-        while not stop.is_set():
-            try:
-                handoff.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                pass
-
-    def produce():
-        try:
-            for item in items:
-                put((item, None))
-                if stop.is_set():
-                    return
-            put((done, None))
-        except BaseException as e:   # handed over, raised by the caller
-            put((done, e))
-
-    thread = threading.Thread(target=produce, daemon=True,
-                              name='starcompactor-mysql-reader')
-    thread.start()
-    try:
-        while True:
-            item, error = handoff.get()
-            if error is not None:
-                raise error
-            if item is done:
-                return
-            yield item
-    finally:
-        stop.set()
-        thread.join()
-
-
 class ReadTableSplits(beam.DoFn):
     """TableSplit -> ``(logical table, Arrow batch)`` pairs.
 
@@ -376,7 +334,7 @@ class ReadTableSplits(beam.DoFn):
         gathered, gathered_rows = [], 0
         # The thread waits on MariaDB while this one parses (in Arrow,
         # without the GIL) the chunk before.
-        for nova_table, first_id, rows, lines in _prefetched(
+        for nova_table, first_id, rows, lines in prefetched(
                 self._split_chunks(split), self.PREFETCH_CHUNKS):
             batch, invalid = chunk_to_table(split.database, split.table,
                                             lines)

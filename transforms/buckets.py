@@ -6,29 +6,71 @@ keyed by the bucket number; all rows with the same key meet in one bucket and
 are joined there with ``pyarrow.Table.join``.
 
 The bucket of a key must be the same in every process (a runner shuffles
-between workers), so it is computed with CRC-32 and integer arithmetic, never
-with Python's per-process salted ``hash()``.
+between workers), so it is computed from the key's bytes with integer
+arithmetic, never with Python's per-process salted ``hash()``.
 """
-import zlib
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 _MIX = np.uint64(1_000_003)
+_TAIL_BYTES = 8
+
+
+def _tail_codes(array):
+    """A code per string of a StringArray, from its length and its last
+    eight bytes, computed for the whole array at once (no Python per value,
+    no hash table). Buckets need spread, not uniqueness: uuids end in
+    random hex digits. Nulls get code 0 (they never match in a join)."""
+    array = array.cast(pa.string())   # a chunk; large strings are not keys
+    offsets = np.frombuffer(array.buffers()[1], np.int32,
+                            len(array) + 1, array.offset * 4)
+    data = array.buffers()[2]
+    data = (np.frombuffer(data, np.uint8) if data is not None
+            else np.zeros(0, np.uint8))
+    ends = offsets[1:].astype(np.int64)
+    lengths = ends - offsets[:-1]
+    codes = np.zeros(len(array), np.uint64)
+    whole = lengths >= _TAIL_BYTES
+    if whole.any():
+        # Every 8-byte window of the data, as an unaligned uint64 view.
+        windows = np.ndarray((len(data) - _TAIL_BYTES + 1,), '<u8', data,
+                             strides=(1,))
+        codes[whole] = windows[ends[whole] - _TAIL_BYTES]
+    short = np.flatnonzero((lengths > 0) & ~whole)
+    for row in short:   # short keys are rare (and few bytes)
+        tail = data[ends[row] - lengths[row]:ends[row]].tobytes()
+        codes[row] = int.from_bytes(tail, 'little')
+    codes = codes * _MIX + lengths.astype(np.uint64)
+    if array.null_count:
+        valid = array.is_valid().to_numpy(zero_copy_only=False)
+        codes = np.where(valid, codes, np.uint64(0))
+    return codes
+
+
+def _mixed(codes):
+    """MurmurHash3's 64-bit finalizer: every input bit moves the low bits
+    that pick the bucket."""
+    codes = codes ^ (codes >> np.uint64(33))
+    codes = codes * np.uint64(0xFF51AFD7ED558CCD)
+    codes = codes ^ (codes >> np.uint64(33))
+    codes = codes * np.uint64(0xC4CEB9FE1A85EC53)
+    return codes ^ (codes >> np.uint64(33))
 
 
 def _string_codes(column):
-    """CRC-32 of each value, computed once per distinct value."""
-    encoded = dictionary_encoded(column)
-    distinct = encoded.dictionary.to_pylist()
-    codes = np.fromiter(
-        (zlib.crc32(value.encode('utf-8')) for value in distinct),
-        dtype=np.uint64, count=len(distinct))
-    # Null keys never match in a join; send them to code 0.
-    codes = np.append(codes, np.uint64(0))
-    indices = encoded.indices.fill_null(len(distinct))
-    return codes[indices.to_numpy(zero_copy_only=False)]
+    """``_tail_codes`` of a string or dictionary column (a dictionary's
+    values get the codes their text would: both kinds meet in a join)."""
+    if isinstance(column, pa.ChunkedArray):
+        if not column.num_chunks:
+            return np.zeros(0, np.uint64)
+        return np.concatenate([_string_codes(chunk)
+                               for chunk in column.chunks])
+    if pa.types.is_dictionary(column.type):
+        codes = np.append(_tail_codes(column.dictionary), np.uint64(0))
+        indices = column.indices.fill_null(len(column.dictionary))
+        return codes[indices.to_numpy(zero_copy_only=False)]
+    return _tail_codes(column)
 
 
 def dictionary_encoded(column):
@@ -54,7 +96,7 @@ def bucket_numbers(table, key_columns, num_buckets):
         column_codes = (_int_codes(column) if pa.types.is_integer(column.type)
                         else _string_codes(column))
         codes = codes * _MIX + column_codes   # wraps around in uint64: fine
-    return (codes % np.uint64(num_buckets)).astype(np.int64)
+    return (_mixed(codes) % np.uint64(num_buckets)).astype(np.int64)
 
 
 def split_into_buckets(table, key_columns, num_buckets):
