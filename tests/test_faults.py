@@ -30,7 +30,8 @@ def events_db(mariadb, nova_db):
 def _reader(mariadb, password_file):
     connection = MySQLConnection(mariadb.host, mariadb.port, READER,
                                  password_file)
-    reader = ReadTableSplits(connection, (None, None))
+    # Batches of one chunk: the test kills the connection between them.
+    reader = ReadTableSplits(connection, (None, None), batch_rows=1)
     reader.setup()
     return reader
 
@@ -44,14 +45,17 @@ def _kill(mariadb, reader):
                 raise
 
 
-def _ids(batch):
-    return batch.value.column('id').to_pylist()
+def _ids(tagged):
+    table, batch = tagged
+    assert table == 'events'
+    return batch.column('id').to_pylist()
 
 
 def test_killed_connection_resumes_without_loss_or_duplicates(
         mariadb, password_file, events_db, caplog):
     reader = _reader(mariadb, password_file)
-    split = TableSplit(events_db, 'events', 'instance_actions_events', 0, None)
+    split = TableSplit(events_db, 'events', ('instance_actions_events',), 0,
+                       None)
     batches = reader.process(split)
     ids = _ids(next(batches))
     _kill(mariadb, reader)             # mid-split, rows still streaming
@@ -64,7 +68,8 @@ def test_killed_connection_resumes_without_loss_or_duplicates(
 def test_a_connection_killed_again_and_again_fails_clearly(
         mariadb, password_file, events_db):
     reader = _reader(mariadb, password_file)
-    split = TableSplit(events_db, 'events', 'instance_actions_events', 0, None)
+    split = TableSplit(events_db, 'events', ('instance_actions_events',), 0,
+                       None)
     batches = reader.process(split)
     with pytest.raises(UserError, match='cannot reach MySQL|MySQL error'):
         for _ in batches:

@@ -1,6 +1,7 @@
 """Pure functions, tested without a pipeline."""
+import hashlib
+import hmac
 import pickle
-import zlib
 
 import pyarrow as pa
 import pytest
@@ -16,12 +17,48 @@ from starcompactor.transforms.schema import source_schema
 from starcompactor.transforms.validate import validate_events
 
 
+def _fmix64(x):
+    m = (1 << 64) - 1
+    x ^= x >> 33
+    x = (x * 0xFF51AFD7ED558CCD) & m
+    x ^= x >> 33
+    x = (x * 0xC4CEB9FE1A85EC53) & m
+    return x ^ (x >> 33)
+
+
+def _string_code(text):
+    """A string key's code, written out: its last 8 bytes (little-endian),
+    then its length."""
+    data = text.encode('utf-8')
+    return (int.from_bytes(data[-8:], 'little') * 1_000_003 + len(data)) \
+        % (1 << 64)
+
+
 def test_buckets_are_stable_across_processes():
     table = pa.table({'db': ['nova', 'nova', None], 'id': [7, 8, 9]})
-    # CRC-32 of the db name, then the id: the formula, written out.
-    expected = [(zlib.crc32(b'nova') * 1_000_003 + i) % 16 for i in (7, 8)]
-    assert list(bucket_numbers(table, ['db', 'id'], 16))[:2] == expected
-    assert list(bucket_numbers(table, ['db', 'id'], 16))[2] == 9 % 16
+    m = (1 << 64) - 1
+    expected = [_fmix64((_string_code('nova') * 1_000_003 + i) & m) % 16
+                for i in (7, 8)] + [_fmix64(9) % 16]
+    assert list(bucket_numbers(table, ['db', 'id'], 16)) == expected
+    uuid = '5d3b6a6e-8a1f-4c65-9a4e-0c6f3f0d9b21'
+    assert list(bucket_numbers(pa.table({'u': [uuid]}), ['u'], 1000)) == [
+        _fmix64(_string_code(uuid)) % 1000]
+
+
+def test_bucket_codes_agree_for_text_dictionaries_chunks_and_slices():
+    values = ['a', '', None, 'hello-world-123', 'é' * 5, 'x' * 40, 'cell1']
+    plain = pa.array(values)
+    expected = list(bucket_numbers(pa.table({'k': plain}), ['k'], 97))
+    for column in (pa.chunked_array([plain[:3], plain[3:]]),
+                   plain.dictionary_encode(),
+                   pa.chunked_array([plain[:2].dictionary_encode(),
+                                     plain[2:].dictionary_encode()])):
+        assert list(bucket_numbers(pa.table({'k': column}), ['k'], 97)) \
+            == expected
+    sliced = pa.array(['pad'] + values).slice(1)
+    assert list(bucket_numbers(pa.table({'k': sliced}), ['k'], 97)) == \
+        expected
+    assert expected[2] == _fmix64(0) % 97   # null
 
 
 def test_split_into_buckets_keeps_every_row_once_and_copies():
@@ -48,9 +85,20 @@ def test_mask_value_is_truncated_hmac_sha256_and_keeps_empties():
     assert mask.mask_value(key, '') == ''
     assert mask.mask_value(key, None) is None
     column = pa.chunked_array([['alice', None, '', 'alice']])
-    assert mask.mask_column(column, key).to_pylist() == [
-        '6664a42048c6d6d7fe3657e39b14155c', None, '',
-        '6664a42048c6d6d7fe3657e39b14155c']
+    expected = ['6664a42048c6d6d7fe3657e39b14155c', None, '',
+                '6664a42048c6d6d7fe3657e39b14155c']
+    for values in (column, column.dictionary_encode()):
+        assert mask.mask_column(values, mask.Masker(key)).to_pylist() == \
+            expected
+
+
+@pytest.mark.parametrize('key_bytes', [16, 32, 64, 65, 200])
+def test_masker_is_hmac_sha256_for_any_key_length(key_bytes):
+    key = bytes(range(256))[:key_bytes]
+    masker = mask.Masker(key)
+    for value in ('a', 'é' * 50, 'x' * 300):
+        assert masker(value) == hmac.new(key, value.encode('utf-8'),
+                                         hashlib.sha256).hexdigest()[:32]
 
 
 def test_drawn_keys_are_256_bit_and_new_each_time():
@@ -115,34 +163,41 @@ def test_validate_events_gives_each_bad_row_one_reason():
 def test_seconds_since_epoch_and_iso_times():
     times = pa.array([100, 159, 160, 1000], pa.int64())
     assert seconds_since(times, 160).to_pylist() == [-1, -1, 0, 840]
-    assert iso_times(pa.array(['2016-03-01 12:00:05'])).to_pylist() == [
-        '2016-03-01T12:00:05Z']
+    seconds = [1456833605, 0, -1, 86399, 951782400, 253402300799]
+    assert iso_times(pa.array(seconds, pa.int64())).to_pylist() == [
+        '2016-03-01T12:00:05Z', '1970-01-01T00:00:00Z',
+        '1969-12-31T23:59:59Z', '1970-01-01T23:59:59Z',
+        '2000-02-29T00:00:00Z', '9999-12-31T23:59:59Z']
+    assert iso_times(pa.array([], pa.int64())).to_pylist() == []
 
 
 def test_window_goes_into_the_sql():
-    split = TableSplit('nova_cell1', 'events', 'shadow_instance_actions_events',
-                       100, 200)
-    sql, args = chunk_statement(split, ('2016-01-01 00:00:00',
-                                        '2017-01-01 00:00:00'))
+    split = TableSplit('nova_cell1', 'events', (
+        'instance_actions_events', 'shadow_instance_actions_events'), 100, 200)
+    sql, args = chunk_statement(split, 'shadow_instance_actions_events',
+                                ('2016-01-01 00:00:00', '2017-01-01 00:00:00'))
     assert sql.endswith(
         'FROM `nova_cell1`.`shadow_instance_actions_events` WHERE id >= %s '
         'AND id < %s AND start_time >= %s AND start_time < %s')
     assert args == ['2016-01-01 00:00:00', '2017-01-01 00:00:00']
     # Instances are never filtered by the event window.
-    sql, args = chunk_statement(TableSplit('nova', 'instances', 'instances',
-                                           5, None), ('2016-01-01', None))
+    sql, args = chunk_statement(
+        TableSplit('nova', 'instances', ('instances',), 5, None), 'instances',
+        ('2016-01-01', None))
     assert 'start_time' not in sql and args == []
 
 
 def test_chunks_become_arrow_tables_and_bad_text_is_counted():
-    lines = (b'{"id": 1, "instance_uuid": "u\\"1"}\n'
-             b'{"id": 2, "instance_uuid": null}\n'
-             b'{"id": 3, "instance_uuid": "caf\xc3("}')
+    lines = (b'1,"u""1, and\na new line"\n'
+             b'2,\n'
+             b'3,"caf\xc3("\n'
+             b'4,""')
     table, invalid = chunk_to_table('nova', 'actions', lines)
     assert invalid == 1
     assert table.to_pylist() == [
-        {'db': 'nova', 'id': 1, 'instance_uuid': 'u"1'},
-        {'db': 'nova', 'id': 2, 'instance_uuid': None}]
+        {'db': 'nova', 'id': 1, 'instance_uuid': 'u"1, and\na new line'},
+        {'db': 'nova', 'id': 2, 'instance_uuid': None},
+        {'db': 'nova', 'id': 4, 'instance_uuid': ''}]
 
 
 def test_password_sources(tmp_path):
