@@ -303,7 +303,8 @@ class ReadTableSplits(beam.DoFn):
                     e, split.database, nova_table) from None
 
     def _chunks(self, split, nova_table):
-        """``(row count, JSON lines)`` of each chunk of one Nova table."""
+        """``(nova table, first id, row count, CSV lines)`` of each chunk
+        of one Nova table of the split."""
         sql, window_args = chunk_statement(split, nova_table, self.window)
         next_id = next_id_statement(split, nova_table)
         first_id, read = split.first_id, 0
