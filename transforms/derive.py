@@ -10,10 +10,6 @@ from starcompactor.transforms.schema import TRACE_SCHEMA
 BEFORE_EPOCH = -1   # as in the published traces
 
 
-def earliest_start(table):
-    return pc.min(table.column('start')).as_py()
-
-
 def min_or_none(values):
     """Combine function for the default epoch; ``None`` for an empty trace."""
     return min((v for v in values if v is not None), default=None)

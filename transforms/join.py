@@ -13,11 +13,14 @@ That is what ``beam.CoGroupByKey`` expands to, minus its ``Flatten`` of one
 PCollection per table, which the DirectRunner materialises in full (every
 row pickled once more) before grouping.
 """
+from typing import Any, Tuple
+
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from starcompactor.transforms import counters as c
+from starcompactor.transforms.derive import min_or_none
 from starcompactor.transforms.buckets import (
     concat, drop_duplicates, split_into_buckets)
 from starcompactor.transforms.schema import ACTIONS, DB, EVENTS, INSTANCES
@@ -81,6 +84,15 @@ FIRST_KEYS = {
 }
 INSTANCE_KEY = [DB, 'instance_uuid']
 
+# Outputs of the join.
+JOINED = 'joined'
+EARLIEST_START = 'earliest_start'
+
+_INSTANCE_KEY_SCHEMA = pa.schema([(DB, REPEATED_TEXT),
+                                  ('instance_uuid', pa.string())])
+_EARLIEST_STARTS_SCHEMA = _INSTANCE_KEY_SCHEMA.append(
+    pa.field('start_min', pa.int64()))
+
 
 def bucket_for_join(tagged, num_buckets):
     """``(table, batch)`` -> ``(bucket, (table, piece))`` for each bucket
@@ -99,13 +111,22 @@ def _by_table(pieces):
     return grouped
 
 
-def join_events_to_actions(element, num_buckets):
+def join_events_to_actions(element, num_buckets, earliest_start=False):
     """One bucket of events, actions (and passing instances) -> events with
-    their instance uuid, already cut into the buckets of the next join."""
+    their instance uuid, already cut into the buckets of the next join.
+
+    With ``earliest_start``, also (tagged ``EARLIEST_START``) what finds the
+    trace's earliest start without the whole second join: each instance's
+    key, and each instance uuid's earliest event start.
+    """
     bucket, pieces = element
     grouped = _by_table(pieces)
     for piece in grouped[INSTANCES]:       # bucketed by uuid already
         yield bucket, (INSTANCES, piece)
+        if earliest_start:
+            yield beam.pvalue.TaggedOutput(EARLIEST_START, (bucket, (
+                INSTANCES, piece.select([DB, 'uuid']).rename_columns(
+                    INSTANCE_KEY))))
     events = _once(concat(grouped[EVENTS], VALID_EVENTS_SCHEMA), EVENTS)
     actions = (_once(concat(grouped[ACTIONS], VALID_SCHEMAS[ACTIONS]), ACTIONS)
                .select([DB, 'id', 'instance_uuid'])
@@ -122,6 +143,24 @@ def join_events_to_actions(element, num_buckets):
     for next_bucket, piece in split_into_buckets(matched, INSTANCE_KEY,
                                                  num_buckets):
         yield next_bucket, (EVENTS, piece)
+        if earliest_start:
+            yield beam.pvalue.TaggedOutput(EARLIEST_START, (next_bucket, (
+                EVENTS, piece.group_by(INSTANCE_KEY).aggregate(
+                    [('start', 'min')]))))
+
+
+def earliest_start_in_bucket(element):
+    """The earliest start of the events of one bucket that will find their
+    instance (the rows of the trace), if any."""
+    _, pieces = element
+    grouped = _by_table(pieces)
+    starts = concat(grouped[EVENTS], _EARLIEST_STARTS_SCHEMA)
+    instances = concat(grouped[INSTANCES], _INSTANCE_KEY_SCHEMA)
+    in_trace = starts.join(instances, keys=INSTANCE_KEY,
+                           join_type='left semi')
+    earliest = pc.min(in_trace.column('start_min')).as_py()
+    if earliest is not None:
+        yield earliest
 
 
 def join_events_to_instances(element):
@@ -151,19 +190,41 @@ def join_events_to_instances(element):
 
 class JoinEventsToInstances(beam.PTransform):
     """``(table, Arrow batch)`` pairs of the three tables (events validated)
-    -> Arrow tables of joined rows (``JOINED_SCHEMA``)."""
+    -> ``{JOINED: Arrow tables of joined rows (JOINED_SCHEMA)}``, and with
+    ``earliest_start``, ``EARLIEST_START``: one element, the earliest start
+    among the joined rows (None if there are none).
 
-    def __init__(self, num_buckets):
+    The earliest start comes from a third, small grouping of per-instance
+    earliest starts and instance keys, ready before the second join runs: a
+    trace's epoch is known without holding every joined row back first.
+    """
+
+    def __init__(self, num_buckets, earliest_start=False):
         super().__init__()
         self.num_buckets = num_buckets
+        self.earliest_start = earliest_start
 
     def expand(self, batches):
         n = self.num_buckets
-        return (
+        events_by_instance = (
             batches
             | 'BucketByFirstKey' >> beam.FlatMap(bucket_for_join, n)
             | 'GroupByAction' >> beam.GroupByKey()
-            | 'JoinEventsToActions' >> beam.FlatMap(join_events_to_actions, n)
+            | 'JoinEventsToActions' >> beam.FlatMap(
+                join_events_to_actions, n, self.earliest_start)
+            .with_output_types(Tuple[int, Tuple[str, Any]])
+            .with_outputs(EARLIEST_START, main=JOINED))
+        joined = (
+            events_by_instance[JOINED]
             | 'GroupByInstance' >> beam.GroupByKey()
             | 'JoinEventsToInstances' >> beam.FlatMap(
                 join_events_to_instances))
+        if not self.earliest_start:
+            return {JOINED: joined}
+        earliest = (
+            events_by_instance[EARLIEST_START]
+            | 'GroupStartsByInstance' >> beam.GroupByKey()
+            | 'EarliestStartPerBucket' >> beam.FlatMap(
+                earliest_start_in_bucket)
+            | 'EarliestStart' >> beam.CombineGlobally(min_or_none))
+        return {JOINED: joined, EARLIEST_START: earliest}

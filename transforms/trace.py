@@ -11,8 +11,9 @@ from typing import Optional
 import apache_beam as beam
 
 from starcompactor.transforms import counters as c
-from starcompactor.transforms.derive import earliest_start, min_or_none, to_trace
-from starcompactor.transforms.join import JoinEventsToInstances
+from starcompactor.transforms.derive import to_trace
+from starcompactor.transforms.join import (
+    EARLIEST_START, JOINED, JoinEventsToInstances)
 from starcompactor.transforms.mask import (
     NO_MASKING, HMAC_SHA256, KeySource, MaskIdentities, MaskKey, masked_columns)
 from starcompactor.transforms.schema import EVENTS
@@ -64,9 +65,11 @@ class BuildTrace(beam.PTransform):
     def expand(self, batches):
         spec = self.spec
         pipeline = batches.pipeline
-        joined = (batches
-                  | 'Validate' >> beam.FlatMap(_validated, spec.cut)
-                  | 'Join' >> JoinEventsToInstances(spec.num_buckets))
+        join = (batches
+                | 'Validate' >> beam.FlatMap(_validated, spec.cut)
+                | 'Join' >> JoinEventsToInstances(
+                    spec.num_buckets, earliest_start=spec.epoch is None))
+        joined = join[JOINED]
 
         if spec.mask_method != NO_MASKING:
             key = pipeline | 'MaskKey' >> MaskKey(spec.key_source)
@@ -74,11 +77,6 @@ class BuildTrace(beam.PTransform):
                 MaskIdentities(masked_columns(spec.mask_uuid)),
                 beam.pvalue.AsSingleton(key))
 
-        if spec.epoch is not None:
-            epoch = spec.epoch
-        else:
-            epoch = beam.pvalue.AsSingleton(
-                joined
-                | 'EarliestStartPerBatch' >> beam.Map(earliest_start)
-                | 'EarliestStart' >> beam.CombineGlobally(min_or_none))
+        epoch = (spec.epoch if spec.epoch is not None
+                 else beam.pvalue.AsSingleton(join[EARLIEST_START]))
         return joined | 'DeriveSeconds' >> beam.Map(_derive, epoch)
