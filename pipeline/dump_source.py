@@ -696,14 +696,15 @@ class DumpReader:
             return result, 0
         return result.filter(valid), len(valid) - (pc.sum(valid).as_py() or 0)
 
-    def read(self, split=None):
+    def read(self, split=None, tables=SOURCE_TABLES):
         """Yield ``(logical_table, pyarrow.Table)`` batches of the split
-        (default: the whole file). Rows dropped because their text is not
+        (default: the whole file), of the given logical tables (the others'
+        lines are skipped unparsed). Rows dropped because their text is not
         UTF-8 are added up in ``self.invalid_utf8[logical_table]``."""
-        for table, batch, _ in self.read_counted(split):
+        for table, batch, _ in self.read_counted(split, tables):
             yield table, batch
 
-    def read_counted(self, split=None):
+    def read_counted(self, split=None, tables=SOURCE_TABLES):
         """Like ``read``, as ``(logical_table, table, invalid_utf8_rows)``;
         a batch may be empty when all its rows were invalid."""
         if split is None:
@@ -714,8 +715,9 @@ class DumpReader:
                 self.path))
         self.invalid_utf8 = {table: 0 for table in SOURCE_TABLES}
         batch = None
-        for db, nova_table, data, line, columns in self.scan(split,
-                                                             self.tables):
+        wanted = {nova_table for nova_table, table in self.tables.items()
+                  if table in tables}
+        for db, nova_table, data, line, columns in self.scan(split, wanted):
             table = self.tables[nova_table]
             rows, values, escaped = self.parse_insert(
                 db, nova_table, data, line, columns)
@@ -789,11 +791,10 @@ class NovaDumpSource:
         """Every distinct raw user, project, instance name and host."""
         values = set()
         for path in self.paths:
-            for table, batch in self.dump_reader(path).read():
-                if table == INSTANCES:
-                    for column in IDENTITY_COLUMNS:
-                        values.update(
-                            v for v in batch.column(column).to_pylist() if v)
+            for _, batch in self.dump_reader(path).read(tables=[INSTANCES]):
+                for column in IDENTITY_COLUMNS:
+                    values.update(
+                        v for v in batch.column(column).to_pylist() if v)
         return values
 
     def plan(self):
