@@ -787,15 +787,16 @@ class NovaDumpSource:
                 'archived': self.archived,
                 'window': {'start': start, 'end': end}}
 
-    def raw_identities(self):
-        """Every distinct raw user, project, instance name and host."""
+    def raw_identities(self, among=None):
+        """Every distinct raw user, project, instance name and host; with
+        ``among`` (candidate strings), only those of the candidates."""
         values = set()
         for path in self.paths:
             for _, batch in self.dump_reader(path).read(tables=[INSTANCES]):
                 for column in IDENTITY_COLUMNS:
                     values.update(
                         v for v in batch.column(column).to_pylist() if v)
-        return values
+        return values if among is None else values & set(among)
 
     def plan(self):
         """Check every file and cut it into splits.

@@ -169,25 +169,37 @@ class NovaMySQLSource:
     def reader(self, splits):
         return ReadNovaMySQL(self, splits)
 
-    def raw_identities(self):
-        """Every distinct raw user, project, instance name and host."""
+    def raw_identities(self, among=None):
+        """Every distinct raw user, project, instance name and host; with
+        ``among`` (candidate strings, e.g. the values of a sample of the
+        trace), only those of the candidates, found by the server."""
         values = set()
+        columns = ', '.join(_quote(column) for column in IDENTITY_COLUMNS)
         connection = self.connection.connect()
         try:
             with connection.cursor() as cursor:
                 for database in self.databases:
                     for nova_table in self.nova_tables(INSTANCES):
-                        for column in IDENTITY_COLUMNS:
+                        table = f'{_quote(database)}.{_quote(nova_table)}'
+                        if among is None:
+                            for column in IDENTITY_COLUMNS:
+                                cursor.execute(f'SELECT DISTINCT '
+                                               f'{_quote(column)} FROM {table}')
+                                values.update(v for v, in cursor)
+                        elif among:
+                            candidates = tuple(sorted(among))
+                            where = ' OR '.join(f'{_quote(column)} IN %s'
+                                                for column in IDENTITY_COLUMNS)
                             cursor.execute(
-                                f'SELECT DISTINCT {_quote(column)} FROM '
-                                f'{_quote(database)}.{_quote(nova_table)}')
-                            values.update(v.decode('utf-8', 'replace')
-                                          for v, in cursor if v)
+                                f'SELECT {columns} FROM {table} WHERE {where}',
+                                [candidates] * len(IDENTITY_COLUMNS))
+                            values.update(v for row in cursor for v in row)
         except pymysql.err.MySQLError as e:
             raise self.connection.error(e) from None
         finally:
             connection.close()
-        return values
+        found = {v.decode('utf-8', 'replace') for v in values if v}
+        return found if among is None else found & set(among)
 
     def describe(self):
         start, end = self.window

@@ -10,7 +10,8 @@ they read:
   ``transforms.schema.source_schema(table)``; one PCollection for all three,
   which the join groups without merging PCollections first;
 - ``describe()`` -> a JSON-able description for the manifest (no secrets);
-- ``raw_identities()`` -> the raw values masking must hide, for leak checks.
+- ``raw_identities(among=None)`` -> the raw values masking must hide, for
+  leak checks (with ``among``, only those among the given candidates).
 """
 from starcompactor.pipeline.dump_source import NovaDumpSource
 from starcompactor.pipeline.errors import UserError

@@ -243,3 +243,33 @@ def test_verify_finds_raw_identities_and_the_key(mariadb, golden_db,
     assert 'the masking key' in leaky.stdout
     assert golden.GOLDEN_KEY.decode() not in leaky.stdout + leaky.stderr
     assert line
+
+
+def test_the_sampled_leak_check_asks_the_source_about_its_sample_only(
+        mariadb, golden_db, password_file, tmp_path):
+    """Each run's check reads the first rows of each shard and asks the
+    source which of their values are raw identities: the MySQL source in
+    one query per table, the answer only ever a subset of the candidates."""
+    from starcompactor.pipeline import leaks
+    from starcompactor.pipeline.mysql_connection import MySQLConnection
+    from starcompactor.pipeline.mysql_source import NovaMySQLSource
+    from starcompactor.transforms.mask import KeySource
+    source = NovaMySQLSource(
+        MySQLConnection(mariadb.host, mariadb.port, READER,
+                        str(password_file)), [golden_db])
+    everything = source.raw_identities()
+    assert set(golden.RAW_IDENTITIES) <= everything
+    assert source.raw_identities({'alice', 'vm-alpha', 'nobody', '42'}) == {
+        'alice', 'vm-alpha'}
+    assert source.raw_identities(set()) == set()
+
+    raw = tmp_path / 'raw'
+    run = starcompactor('instances',
+                        *mysql_args(mariadb, golden_db, password_file),
+                        '--output', str(raw), '--formats', 'csv,avro',
+                        '--mask-method', 'none')
+    assert run.returncode == 0, run.stderr
+    shards = leaks.shards_of(str(raw))
+    found = leaks.check(shards, source, KeySource(), rows_per_file=2)
+    assert found and {leak.file for leak in found} == set(shards)
+    assert all(leak.row <= 2 for leak in found)
