@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from starcompactor.pipeline.threads import ordered_map
+from starcompactor.pipeline.threads import OrderedWrites
 
 MAGIC = b'Obj\x01'
 SYNC_SIZE = 16
@@ -252,8 +252,9 @@ class AvroFileWriter:
     """Writes an Avro container file from Arrow tables, one or more blocks
     per ``write_table``.
 
-    The handle stays the caller's: nothing is buffered here (each block is
-    written as soon as it is encoded), and ``close`` does not close it.
+    The handle stays the caller's: blocks are written as soon as they are
+    encoded (``flush`` and ``close`` wait for those still being encoded),
+    and ``close`` does not close it.
     """
 
     def __init__(self, handle, schema_dict, codec='deflate', level=1,
@@ -276,16 +277,21 @@ class AvroFileWriter:
             header += [_bytes_bytes(key.encode('utf-8')), _bytes_bytes(value)]
         header += [_long_bytes(0), self.sync_marker]
         handle.write(b''.join(header))
+        self._writes = OrderedWrites(self._write_block)
 
     def write_table(self, table):
         """Blocks are encoded and compressed on every core (zlib and most of
-        the encoding run without the GIL), and written in order."""
-        blocks = [table.slice(start, BLOCK_ROWS)
-                  for start in range(0, table.num_rows, BLOCK_ROWS)]
-        for rows, payload in ordered_map(self._encoded_block, blocks):
-            self.handle.write(_long_bytes(rows) + _long_bytes(len(payload)))
-            self.handle.write(memoryview(payload))
-            self.handle.write(self.sync_marker)
+        the encoding run without the GIL), in the background, and written
+        in order; ``close`` waits for the last."""
+        for start in range(0, table.num_rows, BLOCK_ROWS):
+            self._writes.submit(self._encoded_block,
+                                table.slice(start, BLOCK_ROWS))
+
+    def _write_block(self, block):
+        rows, payload = block
+        self.handle.write(_long_bytes(rows) + _long_bytes(len(payload)))
+        self.handle.write(memoryview(payload))
+        self.handle.write(self.sync_marker)
 
     def _encoded_block(self, block):
         payload = self.encoder.encode_block(block)
@@ -294,6 +300,7 @@ class AvroFileWriter:
         return block.num_rows, payload
 
     def flush(self):
+        self._writes.drain()
         if hasattr(self.handle, 'flush'):
             self.handle.flush()
 

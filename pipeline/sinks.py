@@ -4,7 +4,8 @@ Each format is a Beam ``FileBasedSink``: shards are written under temporary
 names and renamed to ``PREFIX-SSSSS-of-NNNNN.<ext>`` only when the whole
 write succeeded, so a failed run leaves no final-named partial files.
 Elements are Arrow tables (``schema.TRACE_SCHEMA``), a record per batch;
-each batch is encoded in slices on every core and written in order.
+each batch is encoded in slices on every core, in the background while the
+pipeline goes on, and written in order.
 """
 import json
 import math
@@ -17,7 +18,7 @@ from apache_beam import coders
 from apache_beam.io import filebasedsink
 from apache_beam.io.filesystem import CompressionTypes
 from starcompactor.pipeline.avro_blocks import AvroFileWriter
-from starcompactor.pipeline.threads import ordered_map
+from starcompactor.pipeline.threads import OrderedWrites
 from starcompactor.transforms.schema import AVRO_SCHEMA, CSV_HEADER
 
 FORMATS = ('csv', 'avro', 'jsonl')
@@ -58,16 +59,28 @@ class CsvTraceSink(_TraceSink):
     def open(self, temp_path):
         handle = super().open(temp_path)
         handle.write(','.join(CSV_HEADER).encode('utf-8') + b'\n')
-        return handle
+        return _EncodedFile(handle)
 
-    def write_record(self, handle, table):
-        for text in ordered_map(self._encoded, _slices(table)):
-            handle.write(memoryview(text))
+    def write_record(self, csv_file, table):
+        for piece in _slices(table):
+            csv_file.writes.submit(self._encoded, piece)
 
     def _encoded(self, table):
         buffer = pa.BufferOutputStream()
         pa_csv.write_csv(table, buffer, self._options)
-        return buffer.getvalue()
+        return memoryview(buffer.getvalue())
+
+    def close(self, csv_file):
+        csv_file.writes.drain()
+        super().close(csv_file.handle)
+
+
+class _EncodedFile:
+    """An open shard and its batches being encoded in the background."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.writes = OrderedWrites(handle.write)
 
 
 class JsonLinesTraceSink(_TraceSink):
