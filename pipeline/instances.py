@@ -1,5 +1,4 @@
 """The ``instances`` job: Nova tables -> anonymized instance-event trace."""
-import concurrent.futures
 import dataclasses
 import datetime as dt
 import glob
@@ -19,6 +18,7 @@ from starcompactor.pipeline.manifest import manifest_path, write_manifest
 from starcompactor.pipeline.options import InstancesOptions
 from starcompactor.pipeline.sinks import FORMATS, WriteTrace
 from starcompactor.pipeline.sources import nova_source, split_list
+from starcompactor.pipeline.threads import in_background
 from starcompactor.pipeline.summary import Summary, counters_of
 from starcompactor.pipeline.times import UTC, parse_iso_utc, to_iso, to_seconds
 from starcompactor.transforms import mask
@@ -189,13 +189,12 @@ def run(argv):
         result = pipeline.run()
         result.wait_until_finish()
         summary = job.summarize(result, time.monotonic() - began)
-        with concurrent.futures.ThreadPoolExecutor(1) as checker:
-            # The check waits mostly on the source; the manifest, on files.
-            leak_check = checker.submit(
-                leaks.check, summary.files, job.source, job.spec.key_source,
-                rows_per_file=leaks.SAMPLE_ROWS) if job.leak_check else None
-            write_manifest(job.output, summary, job.facts(summary))
-            found = leak_check.result() if leak_check else []
+        # The check waits mostly on the source; the manifest, on files.
+        leak_check = in_background(
+            leaks.check, summary.files, job.source, job.spec.key_source,
+            rows_per_file=leaks.SAMPLE_ROWS) if job.leak_check else None
+        write_manifest(job.output, summary, job.facts(summary))
+        found = leak_check.result() if leak_check else []
     except BaseException:
         job.remove_partial_trace()
         raise

@@ -12,6 +12,7 @@ rows of the range are read first, then the archived ones. A row archived
 while the trace runs is then read at least once (a row read twice is dropped
 by the join), never missed, without any barrier between workers.
 """
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Optional, Tuple
@@ -251,14 +252,45 @@ class NovaMySQLSource:
         return cursor.fetchone()
 
     def _split(self, database, table, nova_tables, ranges):
+        """Id ranges of ``split_ids`` ids up to the last id now, then an
+        open-ended one for rows added while the trace runs."""
         firsts = [first for first, _ in ranges if first is not None]
         lasts = [last for _, last in ranges if last is not None]
-        bounds = (list(range(min(firsts), max(lasts) + 1, self.split_ids))[1:]
-                  if firsts else [])   # empty now, maybe not when read
-        starts = [0] + bounds
-        ends = bounds + [None]
+        if not firsts:   # empty now, maybe not when read
+            return [TableSplit(database, table, nova_tables, 0, None)]
+        end = max(lasts) + 1
+        bounds = list(range(min(firsts), end, self.split_ids))[1:]
+        starts = [0] + bounds + [end]
+        ends = bounds + [end, None]
         return [TableSplit(database, table, nova_tables, s, e)
                 for s, e in zip(starts, ends)]
+
+
+def _parts(split, count):
+    """``split`` cut into ``count`` id ranges (an open-ended or small split
+    stays whole); each keeps the live-then-shadow order for its ids."""
+    if split.end_id is None or count < 2 or \
+            split.end_id - split.first_id < count * CHUNK_IDS:
+        return [split]
+    step = -(-(split.end_id - split.first_id) // count)
+    bounds = list(range(split.first_id, split.end_id, step)) + [split.end_id]
+    return [dataclasses.replace(split, first_id=first, end_id=end)
+            for first, end in zip(bounds, bounds[1:])]
+
+
+def _round_robin(streams):
+    """Items of all ``streams``, taking turns; every stream is closed."""
+    active = list(streams)
+    try:
+        while active:
+            for stream in list(active):
+                try:
+                    yield next(stream)
+                except StopIteration:
+                    active.remove(stream)
+    finally:
+        for stream in streams:
+            stream.close()
 
 
 class ReadTableSplits(beam.DoFn):
@@ -267,56 +299,61 @@ class ReadTableSplits(beam.DoFn):
     A split is read in chunks of rows in id order, each chunk one query: a
     connection lost mid-split (a server restart, a ``KILL``) is resumed at
     the chunk it broke, so nothing is lost or read twice; after
-    ``MAX_RESUMES`` in one split the read fails. Chunks are fetched a few
-    ahead in a thread and gathered into batches of about ``batch_rows``
-    rows: memory holds a batch and a few chunks, whatever the table size.
+    ``MAX_RESUMES`` in one part of a split the read fails. The split's
+    halves are read at once, each on its own connection by its own thread,
+    a few chunks ahead: MariaDB renders one chunk while the other thread
+    receives one and this one parses and processes a third. Chunks are
+    gathered into batches of about ``batch_rows`` rows: memory holds a batch
+    and a few chunks per connection, whatever the table size.
     """
     MAX_RESUMES = 3
     PREFETCH_CHUNKS = 4
+    CONNECTIONS = 2
 
     def __init__(self, connection, window, batch_rows=BATCH_ROWS):
         self.connection = connection
         self.window = window
         self.batch_rows = batch_rows
-        self._db = None
-        self._resumes = 0
+        self._connections = []
+        self._resumes = []
 
     def setup(self):
-        self._connect()
+        self._connections = [self._connect() for _ in range(self.CONNECTIONS)]
 
     def _connect(self):
-        self._db = self.connection.connect()
-        with self._db.cursor() as cursor:
+        db = self.connection.connect()
+        with db.cursor() as cursor:
             cursor.execute(
                 f'SET SESSION group_concat_max_len = {GROUP_CONCAT_MAX_LEN}')
+        return db
 
-    def _query(self, split, nova_table, sql, args):
-        """The one result row of ``sql``, reconnecting after a lost
-        connection (each query reads a whole chunk, or nothing), at most
-        ``MAX_RESUMES`` times per split."""
+    def _query(self, slot, split, nova_table, sql, args):
+        """The one result row of ``sql`` on connection ``slot``,
+        reconnecting after a lost connection (each query reads a whole
+        chunk, or nothing), at most ``MAX_RESUMES`` times per part."""
         while True:
             try:
-                with self._db.cursor() as cursor:
+                with self._connections[slot].cursor() as cursor:
                     cursor.execute(sql, args)
                     return cursor.fetchone()
             except pymysql.err.OperationalError as e:
                 if e.args[0] not in LOST_CONNECTION or \
-                        self._resumes == self.MAX_RESUMES:
+                        self._resumes[slot] == self.MAX_RESUMES:
                     raise self.connection.error(
                         e, split.database, nova_table) from None
-                self._resumes += 1
+                self._resumes[slot] += 1
                 log.warning('lost the connection reading %s.%s (%s); '
                             'resuming at id %d (%d/%d)', split.database,
                             nova_table, e.args[0], args[0],
-                            self._resumes, self.MAX_RESUMES)
-                self._connect()
+                            self._resumes[slot], self.MAX_RESUMES)
+                self._connections[slot] = self._connect()
             except pymysql.err.MySQLError as e:
                 raise self.connection.error(
                     e, split.database, nova_table) from None
 
-    def _chunks(self, split, nova_table):
+    def _chunks(self, slot, split, nova_table):
         """``(nova table, first id, row count, CSV lines)`` of each chunk
-        of one Nova table of the split."""
+        of one Nova table of the split, read on connection ``slot``."""
         sql, window_args = chunk_statement(split, nova_table, self.window)
         next_id = next_id_statement(split, nova_table)
         first_id, read = split.first_id, 0
@@ -324,31 +361,33 @@ class ReadTableSplits(beam.DoFn):
             end_id = first_id + CHUNK_IDS
             if split.end_id is not None:
                 end_id = min(end_id, split.end_id)
-            rows, lines = self._query(split, nova_table, sql,
+            rows, lines = self._query(slot, split, nova_table, sql,
                                       [first_id, end_id] + window_args)
             if rows:
                 read += rows
                 yield nova_table, first_id, rows, lines
                 first_id = end_id
             else:   # a gap in the ids (or the end): jump to the next row
-                first_id, = self._query(split, nova_table, next_id, [end_id])
+                first_id, = self._query(slot, split, nova_table, next_id,
+                                        [end_id])
                 if first_id is None:
                     break
         log.info('read %s.%s ids %d..%s: %d rows', split.database,
                  nova_table, split.first_id,
                  '' if split.end_id is None else split.end_id - 1, read)
 
-    def _split_chunks(self, split):
+    def _split_chunks(self, slot, split):
         for nova_table in split.nova_tables:   # live first, then shadow_
-            yield from self._chunks(split, nova_table)
+            yield from self._chunks(slot, split, nova_table)
 
     def process(self, split):
-        self._resumes = 0
+        parts = _parts(split, len(self._connections))
+        self._resumes = [0] * len(self._connections)
         gathered, gathered_rows = [], 0
-        # The thread waits on MariaDB while this one parses (in Arrow,
-        # without the GIL) the chunk before.
-        for nova_table, first_id, rows, lines in prefetched(
-                self._split_chunks(split), self.PREFETCH_CHUNKS):
+        for nova_table, first_id, rows, lines in _round_robin([
+                prefetched(self._split_chunks(slot, part),
+                           self.PREFETCH_CHUNKS)
+                for slot, part in enumerate(parts)]):
             batch, invalid = chunk_to_table(split.database, split.table,
                                             lines)
             if batch.num_rows + invalid != rows:
@@ -367,8 +406,9 @@ class ReadTableSplits(beam.DoFn):
             yield split.table, _combined(gathered)
 
     def teardown(self):
-        if self._db is not None and self._db.open:
-            self._db.close()
+        for db in self._connections:
+            if db.open:
+                db.close()
 
 
 def _combined(batches):

@@ -10,19 +10,56 @@ import os
 import queue
 import threading
 
+class _DaemonPool:
+    """A fixed set of daemon threads running submitted calls.
+
+    Not ``concurrent.futures.ThreadPoolExecutor``: its threads are joined
+    at interpreter exit, and a Ctrl-C that lands while it starts a thread
+    can leave one that is never told to stop, so the process would hang on
+    its way out after an interrupt.
+    """
+
+    def __init__(self, size):
+        self._tasks = queue.SimpleQueue()
+        for n in range(size):
+            threading.Thread(target=self._work, daemon=True,
+                             name=f'starcompactor-encode-{n}').start()
+
+    def _work(self):
+        while True:
+            future, function, args = self._tasks.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(function(*args))
+                except BaseException as e:   # handed to the caller
+                    future.set_exception(e)
+
+    def submit(self, function, *args):
+        future = concurrent.futures.Future()
+        self._tasks.put((future, function, args))
+        return future
+
+    def map(self, function, items):
+        futures = [self.submit(function, item) for item in items]
+        return (future.result() for future in futures)
+
+
 _pool = None
 _pool_lock = threading.Lock()
 
 
 def _executor():
-    """A thread pool with one thread per core, shared by the process."""
+    """The pool: one thread per core, shared by the process."""
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=os.cpu_count() or 2,
-                thread_name_prefix='starcompactor-encode')
+            _pool = _DaemonPool(os.cpu_count() or 2)
     return _pool
+
+
+def in_background(function, *args, **kwargs):
+    """``function(*args, **kwargs)`` on the pool; returns its Future."""
+    return _executor().submit(lambda: function(*args, **kwargs))
 
 
 def ordered_map(function, items):

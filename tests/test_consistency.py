@@ -110,8 +110,8 @@ def fine_grained_reader(monkeypatch, request):
         self.split_ids = request.getfixturevalue('split_ids')
         self.batch_rows = CHUNK_ROWS
 
-    def chunks(self, split, nova_table):
-        for chunk in original_chunks(self, split, nova_table):
+    def chunks(self, slot, split, nova_table):
+        for chunk in original_chunks(self, slot, split, nova_table):
             log.append((time.monotonic(), nova_table))
             yield chunk
             time.sleep(CHUNK_SLEEP)
@@ -420,13 +420,14 @@ def test_rows_archived_between_live_and_shadow_reads_count_once(
     archiver = Archiver(mariadb, cells, 7, threading.Event())
     original_chunks = mysql_source.ReadTableSplits._chunks
 
-    def chunks(self, split, nova_table):
+    def chunks(self, slot, split, nova_table):
         if nova_table.startswith('shadow_'):
             with mariadb.admin() as db:
                 for _ in range(3):
                     archiver.step(db, split.database)
-            self._db.commit()   # ends the read snapshot: the next is new
-        yield from original_chunks(self, split, nova_table)
+            # Ends the read snapshot: the next is new.
+            self._connections[slot].commit()
+        yield from original_chunks(self, slot, split, nova_table)
 
     monkeypatch.setattr(mysql_source.ReadTableSplits, '_chunks', chunks)
     out = tmp_path / 'trace'

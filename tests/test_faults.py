@@ -39,7 +39,7 @@ def _reader(mariadb, password_file):
 def _kill(mariadb, reader):
     with mariadb.admin() as admin, admin.cursor() as cursor:
         try:
-            cursor.execute(f'KILL {reader._db.thread_id()}')
+            cursor.execute(f'KILL {reader._connections[0].thread_id()}')
         except pymysql.err.OperationalError as e:
             if e.args[0] != ER.NO_SUCH_THREAD:   # killed already
                 raise
