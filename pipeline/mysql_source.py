@@ -25,6 +25,7 @@ import pymysql
 from starcompactor.pipeline.errors import UserError
 from starcompactor.pipeline.threads import prefetched
 from starcompactor.transforms import counters as c
+from starcompactor.transforms.buckets import concat
 from starcompactor.transforms.mask import DEFAULT_MASKED as IDENTITY_COLUMNS
 from starcompactor.transforms.schema import (
     DB, EVENTS, INSTANCES, NOVA_TABLES, SHADOW_PREFIX, SOURCE_COLUMNS,
@@ -382,6 +383,7 @@ class ReadTableSplits(beam.DoFn):
 
     def process(self, split):
         parts = _parts(split, len(self._connections))
+        schema = source_schema(split.table)
         self._resumes = [0] * len(self._connections)
         gathered, gathered_rows = [], 0
         for nova_table, first_id, rows, lines in _round_robin([
@@ -400,19 +402,15 @@ class ReadTableSplits(beam.DoFn):
             gathered.append(batch)
             gathered_rows += batch.num_rows
             if gathered_rows >= self.batch_rows:
-                yield split.table, _combined(gathered)
+                yield split.table, concat(gathered, schema)
                 gathered, gathered_rows = [], 0
         if gathered_rows:
-            yield split.table, _combined(gathered)
+            yield split.table, concat(gathered, schema)
 
     def teardown(self):
         for db in self._connections:
             if db.open:
                 db.close()
-
-
-def _combined(batches):
-    return pa.concat_tables(batches).combine_chunks()
 
 
 class ReadNovaMySQL(beam.PTransform):

@@ -16,8 +16,7 @@ from starcompactor.transforms.join import (
     EARLIEST_START, JOINED, JoinEventsToInstances)
 from starcompactor.transforms.mask import (
     NO_MASKING, HMAC_SHA256, KeySource, MaskIdentities, MaskKey, masked_columns)
-from starcompactor.transforms.schema import EVENTS
-from starcompactor.transforms.validate import VALIDATORS, validate_events
+from starcompactor.transforms.validate import validate
 
 
 @dataclass(frozen=True)
@@ -36,10 +35,7 @@ def _validated(tagged, cut):
     (counted by reason) on the way."""
     name, batch = tagged
     c.count_read(name, batch.num_rows)
-    if name == EVENTS:
-        batch, rejects = validate_events(batch, cut)
-    else:
-        batch, rejects = VALIDATORS[name](batch)
+    batch, rejects = validate(name, batch, cut)
     for reason, n in rejects.items():
         c.count_rejected(name, reason, n)
     if batch.num_rows:

@@ -138,8 +138,11 @@ def validate_actions(actions):
     return compact(actions, ACTIONS), {}
 
 
-VALIDATORS = {
-    EVENTS: validate_events,
-    ACTIONS: validate_actions,
-    INSTANCES: validate_instances,
-}
+def validate(name, batch, cut=None):
+    """A batch of source table ``name`` -> its valid rows, compact, and
+    counts of the others by reason (``cut``: see ``validate_events``)."""
+    if name == EVENTS:
+        return validate_events(batch, cut)
+    if name == INSTANCES:
+        return validate_instances(batch)
+    return validate_actions(batch)
