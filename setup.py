@@ -10,7 +10,11 @@ from setuptools import setup
 PACKAGES = {
     'starcompactor': 'starcompactor',
     'starcompactor.pipeline': 'pipeline',
+    'starcompactor.pipeline.sources': 'pipeline/sources',
+    'starcompactor.pipeline.sinks': 'pipeline/sinks',
     'starcompactor.transforms': 'transforms',
+    'starcompactor.synth': 'synth',
+    'starcompactor.report': 'report',
 }
 
 
@@ -28,7 +32,8 @@ setup(
     python_requires='>=3.10',
     packages=list(PACKAGES),
     package_dir=PACKAGES,
-    package_data={'starcompactor.pipeline': ['sql/*.sql', 'demo/*.sql.gz']},
+    package_data={'starcompactor.pipeline': ['demo/*.sql.gz'],
+                  'starcompactor.synth': ['sql/*.sql']},
     install_requires=requirements(),
     extras_require={'test': ['pytest>=7']},
     entry_points={'console_scripts': [

@@ -52,7 +52,7 @@ import mariadb_server  # noqa: E402  (tests/mariadb_server.py)
 import pymysql  # noqa: E402
 import pymysql.cursors  # noqa: E402
 
-from starcompactor.pipeline import synth  # noqa: E402
+from starcompactor import synth  # noqa: E402
 
 CELLS = ('nova_cell0', 'nova_cell1')
 TABLES = ('instances', 'instance_actions', 'instance_actions_events')

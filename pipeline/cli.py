@@ -88,14 +88,15 @@ def _instances(argv):
 
 
 def _synth(argv):
-    from starcompactor.pipeline import synth
+    from starcompactor import synth
     synth.run(synth.argument_parser().parse_args(argv))
 
 
 def _demo(argv):
     """The main job on its embedded default: the bundled synthetic history
     (a mysqldump file made by ``starcompactor synth``), then its report."""
-    from starcompactor.pipeline import instances, report
+    from starcompactor import report
+    from starcompactor.pipeline import instances
     parser = argparse.ArgumentParser(
         prog='starcompactor demo',
         description='Trace and report of the bundled demo Nova history.')
@@ -108,13 +109,13 @@ def _demo(argv):
 
 
 def _report(argv):
-    from starcompactor.pipeline import report
+    from starcompactor import report
     report.main(argv)
 
 
 def _verify(argv):
     from apache_beam.options.pipeline_options import PipelineOptions
-    from starcompactor.pipeline import leaks, sources
+    from starcompactor.pipeline import leaks, shards, sources
     from starcompactor.pipeline.options import NovaSourceOptions
     from starcompactor.transforms import mask
     parser = argparse.ArgumentParser(
@@ -127,7 +128,7 @@ def _verify(argv):
                              f'supplied (or ${mask.KEY_ENV})')
     NovaSourceOptions._add_argparse_args(parser)
     args, _ = parser.parse_known_args(argv)
-    paths = leaks.shards_of(args.prefix)
+    paths = shards.find(args.prefix)
     if not paths:
         raise UserError(f'no trace files at {args.prefix}')
     source_flags = [a for a in argv if a != args.prefix]

@@ -12,9 +12,10 @@ import time
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from starcompactor.pipeline import leaks, runners
+from starcompactor.pipeline import leaks, runners, shards
 from starcompactor.pipeline.errors import UserError
-from starcompactor.pipeline.manifest import manifest_path, write_manifest
+from starcompactor.pipeline.manifest import write_manifest
+from starcompactor.pipeline.shards import manifest_path
 from starcompactor.pipeline.options import InstancesOptions
 from starcompactor.pipeline.sinks import FORMATS, WriteTrace
 from starcompactor.pipeline.sources import nova_source, split_list
@@ -108,8 +109,7 @@ class InstancesJob:
                                              self.num_shards))
 
     def written_files(self, formats=None):
-        return sorted(path for fmt in (formats or self.formats) for path in
-                      glob.glob(f'{self.output}-*-of-*.{fmt}'))
+        return shards.find(self.output, formats or self.formats)
 
     def prepare_output(self):
         """Refuse to mix with an earlier trace; with --overwrite, remove it

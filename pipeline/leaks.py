@@ -5,14 +5,9 @@ source holds (users, projects, instance names, hosts); masking replaces a
 whole field, so a leak is a whole field. The key, when one was supplied, is
 looked for as bytes anywhere in the text formats and in every decoded value.
 """
-import csv
-import glob
-import json
 from dataclasses import dataclass
 
-import fastavro
-
-from starcompactor.pipeline.sinks import FORMATS
+from starcompactor.pipeline.shards import field_values
 
 
 @dataclass(frozen=True)
@@ -25,35 +20,6 @@ class Leak:
         return f'{self.file} row {self.row}: {self.what}'
 
 
-def _json_values(line):
-    """A line's values; a line that is not a JSON object is one value."""
-    try:
-        return list(json.loads(line).values())
-    except (ValueError, AttributeError):
-        return [line.rstrip('\n')]
-
-
-def _rows(path, limit):
-    """Field values of the first ``limit`` rows (all when None)."""
-    if path.endswith('.avro'):
-        with open(path, 'rb') as f:
-            for n, record in enumerate(fastavro.reader(f)):
-                if limit is not None and n >= limit:
-                    return
-                yield [v for v in record.values() if v is not None]
-        return
-    with open(path, encoding='utf-8', newline='') as f:
-        if path.endswith('.csv'):
-            lines = csv.reader(f)
-            next(lines, None)   # the header
-        else:
-            lines = (_json_values(line) for line in f if line.strip())
-        for n, values in enumerate(lines):
-            if limit is not None and n >= limit:
-                return
-            yield list(values)
-
-
 def _file_contains(path, needle, block=1 << 20):
     with open(path, 'rb') as f:
         tail = b''
@@ -62,11 +28,6 @@ def _file_contains(path, needle, block=1 << 20):
                 return True
             tail = chunk[-(len(needle) - 1):] if len(needle) > 1 else b''
     return False
-
-
-def shards_of(prefix):
-    return sorted(path for fmt in FORMATS
-                  for path in glob.glob(f'{prefix}-*-of-*.{fmt}'))
 
 
 def find_leaks(paths, raw_values, key=None, rows_per_file=None):
@@ -80,7 +41,7 @@ def find_leaks(paths, raw_values, key=None, rows_per_file=None):
         if key and rows_per_file is None and not path.endswith('.avro') \
                 and _file_contains(path, key):
             leaks.append(Leak(path, 0, 'the masking key'))
-        for n, values in enumerate(_rows(path, rows_per_file), start=1):
+        for n, values in enumerate(field_values(path, rows_per_file), start=1):
             for value in values:
                 text = str(value)
                 if text in raw_values:
@@ -103,5 +64,5 @@ def check(paths, source, key_source, rows_per_file=None):
     among = None
     if rows_per_file is not None:
         among = {str(value) for path in paths
-                 for values in _rows(path, rows_per_file) for value in values}
+                 for values in field_values(path, rows_per_file) for value in values}
     return find_leaks(paths, source.raw_identities(among), key, rows_per_file)

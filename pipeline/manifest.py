@@ -9,18 +9,10 @@ import hashlib
 import json
 import os
 
-import fastavro
-import pyarrow.csv as pa_csv
-
 import starcompactor
+from starcompactor.pipeline.shards import count_rows, file_format, manifest_path
 from starcompactor.pipeline.threads import ordered_map
 from starcompactor.transforms.schema import CSV_HEADER
-
-MANIFEST_SUFFIX = '.manifest.json'
-
-
-def manifest_path(prefix):
-    return prefix + MANIFEST_SUFFIX
 
 
 def _sha256(path):
@@ -31,21 +23,8 @@ def _sha256(path):
     return digest.hexdigest()
 
 
-def count_rows(path):
-    """Rows in one shard, read the way its format is read."""
-    if path.endswith('.avro'):
-        with open(path, 'rb') as f:
-            return sum(block.num_records for block in fastavro.block_reader(f))
-    if path.endswith('.csv'):
-        # Every field is still tokenised (quoted newlines are no row end);
-        # converting one column is enough to count.
-        first = CSV_HEADER[0]
-        options = pa_csv.ConvertOptions(include_columns=[first],
-                                        column_types={first: 'string'})
-        reader = pa_csv.open_csv(path, convert_options=options)
-        return sum(batch.num_rows for batch in reader)
-    with open(path, 'rb') as f:
-        return sum(1 for line in f if line.strip())
+def _count_rows(path):
+    return count_rows(path, CSV_HEADER[0])
 
 
 def describe_shards(paths):
@@ -53,9 +32,9 @@ def describe_shards(paths):
     core at once (hashing and Arrow's CSV reader run without the GIL)."""
     facts = ordered_map(lambda task: task[0](task[1]),
                         [(fact, path) for path in paths
-                         for fact in (count_rows, _sha256)])
+                         for fact in (_count_rows, _sha256)])
     return [{'file': os.path.basename(path),
-             'format': path.rsplit('.', 1)[-1],
+             'format': file_format(path),
              'rows': rows, 'sha256': sha256}
             for path, rows, sha256 in zip(paths, facts[::2], facts[1::2])]
 

@@ -7,7 +7,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from mariadb_server import start_server  # noqa: E402
-from starcompactor.pipeline.nova_schema import create_cell_database  # noqa: E402
+from starcompactor.synth.nova_schema import create_cell_database  # noqa: E402
 
 READER = 'trace_reader'
 READER_PASSWORD = 'reader-Pa55-not-in-any-output'

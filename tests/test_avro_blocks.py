@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from starcompactor.pipeline.avro_blocks import (
+from starcompactor.pipeline.sinks.avro_blocks import (
     BLOCK_ROWS, AvroBlockEncoder, AvroFileWriter)
 from starcompactor.transforms.schema import AVRO_SCHEMA, TRACE_SCHEMA
 

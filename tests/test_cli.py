@@ -250,9 +250,9 @@ def test_the_sampled_leak_check_asks_the_source_about_its_sample_only(
     """Each run's check reads the first rows of each shard and asks the
     source which of their values are raw identities: the MySQL source in
     one query per table, the answer only ever a subset of the candidates."""
-    from starcompactor.pipeline import leaks
-    from starcompactor.pipeline.mysql_connection import MySQLConnection
-    from starcompactor.pipeline.mysql_source import NovaMySQLSource
+    from starcompactor.pipeline import leaks, shards
+    from starcompactor.pipeline.sources.mysql_connection import MySQLConnection
+    from starcompactor.pipeline.sources.mysql import NovaMySQLSource
     from starcompactor.transforms.mask import KeySource
     source = NovaMySQLSource(
         MySQLConnection(mariadb.host, mariadb.port, READER,
@@ -269,7 +269,7 @@ def test_the_sampled_leak_check_asks_the_source_about_its_sample_only(
                         '--output', str(raw), '--formats', 'csv,avro',
                         '--mask-method', 'none')
     assert run.returncode == 0, run.stderr
-    shards = leaks.shards_of(str(raw))
-    found = leaks.check(shards, source, KeySource(), rows_per_file=2)
-    assert found and {leak.file for leak in found} == set(shards)
+    paths = shards.find(str(raw))
+    found = leaks.check(paths, source, KeySource(), rows_per_file=2)
+    assert found and {leak.file for leak in found} == set(paths)
     assert all(leak.row <= 2 for leak in found)

@@ -31,7 +31,8 @@ import pytest
 
 from conftest import drop_databases, grant_reader
 from helpers import job_args, read_csv, run_job
-from starcompactor.pipeline import mysql_source, synth
+from starcompactor import synth
+from starcompactor.pipeline.sources import mysql as mysql_source
 from starcompactor.pipeline.times import UTC
 
 INSTANCES = 300

@@ -12,13 +12,13 @@ import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from starcompactor.pipeline.dump_source import (
+from starcompactor.pipeline.sources.dump import (
     DumpReader, DumpSplit, NovaDumpSource, ReadNovaDump, read_dump, unescape)
 from starcompactor.pipeline.errors import UserError
 from starcompactor.transforms.schema import (
     ACTIONS, EVENTS, INSTANCES, SOURCE_TABLES, source_schema)
 
-SCHEMA_SQL = os.path.join(os.path.dirname(__file__), '..', 'pipeline', 'sql',
+SCHEMA_SQL = os.path.join(os.path.dirname(__file__), '..', 'synth', 'sql',
                           'nova_cell.sql')
 with open(SCHEMA_SQL) as f:
     _SCHEMA = f.read()

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 
 from helpers import job_args, read_csv, run_job
-from starcompactor.pipeline import synth
+from starcompactor import synth
 
 
 def test_trace_from_a_real_dump_equals_the_trace_from_the_database(

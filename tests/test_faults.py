@@ -8,8 +8,8 @@ from pymysql.constants import ER
 
 from conftest import READER
 from starcompactor.pipeline.errors import UserError
-from starcompactor.pipeline.mysql_connection import MySQLConnection
-from starcompactor.pipeline.mysql_source import ReadTableSplits, TableSplit
+from starcompactor.pipeline.sources.mysql_connection import MySQLConnection
+from starcompactor.pipeline.sources.mysql import ReadTableSplits, TableSplit
 
 ROWS = 60_000   # a dozen chunks
 

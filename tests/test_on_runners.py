@@ -497,4 +497,4 @@ def test_setup_file_sdist_installs_on_workers(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     requires = next(unpacked.glob('*.egg-info')) / 'requires.txt'
     assert 'apache-beam' in requires.read_text()
-    assert (unpacked / 'pipeline' / 'sql' / 'nova_cell.sql').is_file()
+    assert (unpacked / 'synth' / 'sql' / 'nova_cell.sql').is_file()

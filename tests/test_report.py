@@ -8,9 +8,9 @@ import pytest
 from fastavro import parse_schema
 from fastavro.write import Writer
 
-from starcompactor.pipeline import report as report_module
+from starcompactor import report as report_module
 from starcompactor.pipeline.errors import UserError
-from starcompactor.pipeline.report import write_report
+from starcompactor.report import write_report
 from starcompactor.transforms.schema import AVRO_SCHEMA, CSV_HEADER
 
 BUILD = 'compute__do_build_and_run_instance'

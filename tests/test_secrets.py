@@ -26,8 +26,8 @@ import pytest
 
 from conftest import READER, READER_PASSWORD, drop_databases, grant_reader
 from helpers import insert, read_csv, run_job
-from starcompactor.pipeline import synth
-from starcompactor.pipeline.mysql_connection import MySQLConnection
+from starcompactor import synth
+from starcompactor.pipeline.sources.mysql_connection import MySQLConnection
 from starcompactor.transforms import mask
 
 MASK_KEY = b'Mask-Key-SECRET-0123456789abcdef!'

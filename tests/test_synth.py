@@ -10,7 +10,8 @@ import subprocess
 
 import pytest
 
-from starcompactor.pipeline import cli, synth
+from starcompactor import synth
+from starcompactor.pipeline import cli
 from starcompactor.pipeline.errors import UserError
 
 I, A, E = (synth.COLUMNS[t] for t in synth.BASE_TABLES)

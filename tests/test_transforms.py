@@ -6,8 +6,8 @@ import pickle
 import pyarrow as pa
 import pytest
 
-from starcompactor.pipeline.mysql_connection import MySQLConnection
-from starcompactor.pipeline.mysql_source import (
+from starcompactor.pipeline.sources.mysql_connection import MySQLConnection
+from starcompactor.pipeline.sources.mysql import (
     TableSplit, chunk_statement, chunk_to_table)
 from starcompactor.pipeline.summary import Summary
 from starcompactor.transforms import mask

@@ -89,7 +89,7 @@ import threading
 import time
 
 from starcompactor.pipeline.errors import UserError
-from starcompactor.pipeline.nova_schema import (
+from starcompactor.synth.nova_schema import (
     cell_schema_statements, create_cell_database)
 
 DEFAULT_CELLS = ('nova_cell0', 'nova_cell1')
@@ -941,7 +941,7 @@ _DDL = {}
 
 
 def create_table_statement(table):
-    """``CREATE TABLE`` of ``table`` from Nova's schema (pipeline/sql)."""
+    """``CREATE TABLE`` of ``table`` from Nova's schema (synth/sql)."""
     if not _DDL:
         for statement in cell_schema_statements():
             m = re.match(r'CREATE TABLE `(\w+)` \(', statement)
@@ -1260,7 +1260,7 @@ def argument_parser():
 def run(args):
     """Run ``starcompactor synth`` with parsed ``args``; prints a summary."""
     import pymysql
-    from starcompactor.pipeline.mysql_connection import MySQLConnection
+    from starcompactor.pipeline.sources.mysql_connection import MySQLConnection
 
     cells = tuple(c.strip() for c in args.cells.split(',') if c.strip())
     options = dict(seed=args.seed, start=parse_start(args.start),

@@ -13,10 +13,10 @@ they read:
 - ``raw_identities(among=None)`` -> the raw values masking must hide, for
   leak checks (with ``among``, only those among the given candidates).
 """
-from starcompactor.pipeline.dump_source import NovaDumpSource
+from starcompactor.pipeline.sources.dump import NovaDumpSource
 from starcompactor.pipeline.errors import UserError
-from starcompactor.pipeline.mysql_connection import MySQLConnection
-from starcompactor.pipeline.mysql_source import NovaMySQLSource
+from starcompactor.pipeline.sources.mysql_connection import MySQLConnection
+from starcompactor.pipeline.sources.mysql import NovaMySQLSource
 from starcompactor.pipeline.options import NovaSourceOptions
 from starcompactor.pipeline.times import parse_iso_utc, to_nova_text
 

@@ -17,11 +17,11 @@ import pyarrow.csv as pa_csv
 from apache_beam import coders
 from apache_beam.io import filebasedsink
 from apache_beam.io.filesystem import CompressionTypes
-from starcompactor.pipeline.avro_blocks import AvroFileWriter
+from starcompactor.pipeline.sinks.avro_blocks import AvroFileWriter
+from starcompactor.pipeline.shards import FORMATS
 from starcompactor.pipeline.threads import OrderedWrites
 from starcompactor.transforms.schema import AVRO_SCHEMA, CSV_HEADER
 
-FORMATS = ('csv', 'avro', 'jsonl')
 DEFAULT_FORMATS = ('csv', 'avro')
 # deflate: the codec every Avro reader has; level 1 keeps it off the critical
 # path while still shrinking the (very repetitive) trace several times.

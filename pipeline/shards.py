@@ -1,0 +1,139 @@
+"""Trace files on disk: how shards are named, found and read.
+
+A trace written to ``PREFIX`` is one shard set per format,
+``PREFIX-SSSSS-of-NNNNN.<ext>`` (Beam's default shard template), and
+``PREFIX.manifest.json``. Everything that names, globs or reads those files
+(the sinks' callers, the manifest, the leak check, verify, the report and
+the tests) does it here, so that a prefix holding ``*``, ``?`` or ``[`` is
+always taken literally.
+"""
+import csv
+import glob
+import json
+import os
+import re
+
+import fastavro
+import pyarrow.csv as pa_csv
+
+from starcompactor.pipeline.errors import UserError
+
+FORMATS = ('csv', 'avro', 'jsonl')
+SHARD_TEMPLATE = '-SSSSS-of-NNNNN'
+MANIFEST_SUFFIX = '.manifest.json'
+_SHARD_NAME = re.compile(r'-(\d{5,})-of-(\d{5,})\.([a-z]+)')
+
+
+def manifest_path(prefix):
+    return prefix + MANIFEST_SUFFIX
+
+
+def shard_name(prefix, index, total, fmt):
+    return f'{prefix}-{index:05d}-of-{total:05d}.{fmt}'
+
+
+def shards_by_format(prefix, formats=FORMATS):
+    """``{format: [shard paths in shard order]}`` of the shards at
+    ``prefix``; formats without shards are left out."""
+    found = {}
+    for path in glob.glob(glob.escape(prefix) + '-*-of-*.*'):
+        match = _SHARD_NAME.fullmatch(path[len(prefix):])
+        if match and match[3] in formats:
+            found.setdefault(match[3], []).append(
+                (int(match[1]), int(match[2]), path))
+    return {fmt: [path for *_, path in sorted(shards)]
+            for fmt, shards in found.items()}
+
+
+def find(prefix, formats=FORMATS):
+    """Every shard at ``prefix`` of the given formats, sorted."""
+    return sorted(path for paths in shards_by_format(prefix, formats).values()
+                  for path in paths)
+
+
+def complete_set(prefix, formats):
+    """``(format, paths)`` of the first of ``formats`` with shards at
+    ``prefix``, checked to be one whole set (0..N-1 of N)."""
+    found = shards_by_format(prefix, formats)
+    fmt = next((f for f in formats if f in found), None)
+    if fmt is None:
+        other = sorted(set(shards_by_format(prefix)) - set(formats))
+        if other:
+            raise UserError(f'only {", ".join(other)} shards at {prefix}; '
+                            f'this reads {" or ".join(formats)}')
+        raise UserError(f'no trace at {prefix}: no {prefix}{SHARD_TEMPLATE}'
+                        f'.{{{",".join(formats)}}} files')
+    paths = found[fmt]
+    numbers = [_SHARD_NAME.fullmatch(p[len(prefix):]) for p in paths]
+    totals = {int(m[2]) for m in numbers}
+    if (len(totals) != 1 or
+            [int(m[1]) for m in numbers] != list(range(totals.pop()))):
+        names = ', '.join(os.path.basename(p) for p in paths[:3])
+        raise UserError(f'incomplete or mixed trace at {prefix}: '
+                        f'{len(paths)} .{fmt} shards, {names}'
+                        f'{", ..." if len(paths) > 3 else ""}')
+    return fmt, paths
+
+
+def file_format(path):
+    return path.rsplit('.', 1)[-1]
+
+
+def _json_values(line):
+    """A line's values; a line that is not a JSON object is one value."""
+    try:
+        return list(json.loads(line).values())
+    except (ValueError, AttributeError):
+        return [line.rstrip('\n')]
+
+
+def records(path, limit=None):
+    """Each row of a shard as a dict (field names as in the file: CSV
+    headers, Avro/JSON field names); the first ``limit`` rows, or all."""
+    fmt = file_format(path)
+    with open(path, 'rb' if fmt == 'avro' else 'r',
+              **({} if fmt == 'avro' else
+                 {'encoding': 'utf-8', 'newline': ''})) as f:
+        if fmt == 'avro':
+            rows = fastavro.reader(f)
+        elif fmt == 'csv':
+            rows = csv.DictReader(f)
+        else:
+            rows = (json.loads(line) for line in f if line.strip())
+        for n, row in enumerate(rows):
+            if limit is not None and n >= limit:
+                return
+            yield row
+
+
+def field_values(path, limit=None):
+    """Each row's field values (nulls left out), for searching: a JSON line
+    that is not an object is one value, so nothing in a file is skipped."""
+    fmt = file_format(path)
+    if fmt == 'jsonl':
+        with open(path, encoding='utf-8') as f:
+            lines = (line for line in f if line.strip())
+            for n, line in enumerate(lines):
+                if limit is not None and n >= limit:
+                    return
+                yield _json_values(line)
+        return
+    for row in records(path, limit):
+        yield [v for v in row.values() if v is not None]
+
+
+def count_rows(path, first_column):
+    """Rows in one shard, read the way its format is read."""
+    fmt = file_format(path)
+    if fmt == 'avro':
+        with open(path, 'rb') as f:
+            return sum(block.num_records for block in fastavro.block_reader(f))
+    if fmt == 'csv':
+        # Every field is still tokenised (quoted newlines are no row end);
+        # converting one column is enough to count.
+        options = pa_csv.ConvertOptions(include_columns=[first_column],
+                                        column_types={first_column: 'string'})
+        reader = pa_csv.open_csv(path, convert_options=options)
+        return sum(batch.num_rows for batch in reader)
+    with open(path, 'rb') as f:
+        return sum(1 for line in f if line.strip())
