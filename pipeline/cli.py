@@ -161,7 +161,7 @@ def main(argv=None):
         COMMANDS[argv[0]](argv[1:])
     except UserError as e:
         print(f'starcompactor: error: {e}', file=sys.stderr)
-        return 1
+        return e.exit_status
     except KeyboardInterrupt:
         print('starcompactor: interrupted; no trace written', file=sys.stderr)
         return 130

@@ -3,3 +3,11 @@
 
 class UserError(Exception):
     """Bad input or an unreachable resource, described in one line."""
+    exit_status = 1
+
+
+class UsageError(UserError):
+    """A command line that cannot be taken as given (an unknown or
+    misspelled option, a missing or malformed value): nothing is read or
+    written, exit status 2."""
+    exit_status = 2
