@@ -29,7 +29,6 @@ equal to a plain SQL join computed here. Results go to stdout and to
 import argparse
 import csv
 import datetime
-import glob
 import hashlib
 import json
 import os
@@ -53,6 +52,7 @@ import pymysql  # noqa: E402
 import pymysql.cursors  # noqa: E402
 
 from starcompactor import synth  # noqa: E402
+from starcompactor.pipeline import shards  # noqa: E402
 
 CELLS = ('nova_cell0', 'nova_cell1')
 TABLES = ('instances', 'instance_actions', 'instance_actions_events')
@@ -218,7 +218,7 @@ def has_dump_option():
 # -- correctness --------------------------------------------------------------
 
 def csv_files(prefix):
-    return sorted(glob.glob(prefix + '-*-of-*.csv'))
+    return shards.find(prefix, ('csv',))
 
 
 def trace_digest(prefix):

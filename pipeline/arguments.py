@@ -9,18 +9,30 @@ import difflib
 from starcompactor.pipeline.errors import UsageError
 
 
+class _DefaultsShown(argparse.HelpFormatter):
+    """Help that shows an option's default where it has a real one (not
+    None, not a flag's False), as ArgumentDefaultsHelpFormatter would."""
+
+    def _get_help_string(self, action):
+        text = action.help or ''
+        shown = not (action.default is None or action.default is False
+                     or action.default == argparse.SUPPRESS)
+        if shown and '%(default)' not in text and action.option_strings:
+            text += ' (default: %(default)s)'
+        return text
+
+
 class StrictParser(argparse.ArgumentParser):
     """``argparse`` whose errors are ``UsageError`` (one line, exit 2), that
     takes no abbreviation of an option, and whose help shows defaults."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault('allow_abbrev', False)
-        kwargs.setdefault('formatter_class',
-                          argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault('formatter_class', _DefaultsShown)
         super().__init__(*args, **kwargs)
 
     def error(self, message):
-        raise UsageError(f'{self.prog}: {message}')
+        raise UsageError(message, self.prog)
 
     def option_strings(self):
         return [s for action in self._actions for s in action.option_strings]
@@ -36,18 +48,22 @@ class StrictParser(argparse.ArgumentParser):
             rest = beam.parse_known_args(rest)[1]
             known += beam.option_strings()
         if rest:
-            raise UsageError(unknown_argument_message(self.prog, rest[0],
-                                                      known))
+            raise UsageError(unknown_argument_message(rest[0], known),
+                             self.prog)
         return args
 
 
-def unknown_argument_message(prog, argument, known):
-    if not argument.startswith('-'):
-        return f'{prog}: unexpected argument {argument!r}'
-    name = argument.split('=', 1)[0]
+def did_you_mean(name, known):
+    """`` (did you mean X?)`` for the closest of ``known``, or nothing."""
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.7)
-    hint = f' (did you mean {close[0]}?)' if close else ''
-    return f'{prog}: unknown option {name}{hint}'
+    return f' (did you mean {close[0]}?)' if close else ''
+
+
+def unknown_argument_message(argument, known):
+    if not argument.startswith('-'):
+        return f'unexpected argument {argument!r}'
+    name = argument.split('=', 1)[0]
+    return f'unknown option {name}{did_you_mean(name, known)}'
 
 
 def beam_option_parser():

@@ -6,6 +6,8 @@ import signal
 import sys
 import threading
 
+from starcompactor import __version__
+from starcompactor.pipeline.arguments import StrictParser, did_you_mean
 from starcompactor.pipeline.errors import UserError
 
 DEBUG_ENV = 'STARCOMPACTOR_DEBUG'
@@ -21,7 +23,8 @@ commands:
   report      statistics and plots of a trace (HTML and JSON)
   synth       write a synthetic Nova history (MySQL or a dump file)
 
-Run 'starcompactor COMMAND --help' for its options."""
+Run 'starcompactor COMMAND --help' for its options, 'starcompactor
+--version' for the versions."""
 
 
 class _Quiet(logging.Filter):
@@ -71,38 +74,49 @@ def configure_logging():
     logging.getLogger('starcompactor').setLevel(logging.INFO)
 
 
-def _instances(argv):
-    from starcompactor.pipeline import instances
+def _instances_parser(prog='starcompactor instances'):
     from starcompactor.pipeline.options import (
         InstancesOptions, NovaSourceOptions)
-    parser = argparse.ArgumentParser(
-        prog='starcompactor instances',
+    parser = StrictParser(
+        prog=prog,
         description='Extract an anonymized instance-event trace from Nova.',
         epilog='Any Apache Beam pipeline option (--runner, '
                '--direct_num_workers, --direct_running_mode, ...) is accepted '
                'too.')
     NovaSourceOptions._add_argparse_args(parser)
     InstancesOptions._add_argparse_args(parser)
-    parser.parse_known_args(argv)   # --help, and errors in our own options
+    return parser
+
+
+def _instances(argv):
+    from starcompactor.pipeline import instances
+    _instances_parser().parse_strict(argv, beam_options=True)
     instances.run(argv)
 
 
 def _synth(argv):
     from starcompactor import synth
-    synth.run(synth.argument_parser().parse_args(argv))
+    synth.main(argv)
 
 
 def _demo(argv):
     """The main job on its embedded default: the bundled synthetic history
     (a mysqldump file made by ``starcompactor synth``), then its report."""
     from starcompactor import report
-    from starcompactor.pipeline import instances
-    parser = argparse.ArgumentParser(
+    from starcompactor.pipeline import instances, shards
+    parser = StrictParser(
         prog='starcompactor demo',
-        description='Trace and report of the bundled demo Nova history.')
+        description='Trace and report of the bundled demo Nova history '
+                    '(replaces the trace of an earlier demo at --output).',
+        epilog='Any Apache Beam pipeline option is accepted too.')
     parser.add_argument('--output', default=os.path.join('out', 'demo',
-                                                         'trace'))
+                                                         'trace'),
+                        help='prefix of the files written')
+    parser.parse_strict(argv, beam_options=True)
     args, beam_args = parser.parse_known_args(argv)
+    if shards.find(args.output):
+        print(f'starcompactor demo: replacing the trace at {args.output}',
+              file=sys.stderr)
     instances.run(['--dump', DEMO_DUMP, '--output', args.output,
                    '--overwrite', '--formats', 'csv,avro,jsonl', *beam_args])
     report.main([args.output])
@@ -118,26 +132,34 @@ def _verify(argv):
     from starcompactor.pipeline import leaks, shards, sources
     from starcompactor.pipeline.options import NovaSourceOptions
     from starcompactor.transforms import mask
-    parser = argparse.ArgumentParser(
+    parser = StrictParser(
         prog='starcompactor verify',
         description='Check every file of a trace for raw identities of the '
-                    'source and for the masking key; exit 1 on any hit.')
+                    'source it was made from, and for the masking key; exit '
+                    '1 on any hit.')
     parser.add_argument('prefix', help='the trace, as given to --output')
     parser.add_argument('--mask-key-file', dest='mask_key_file',
                         help='the key the trace was masked with, if one was '
                              f'supplied (or ${mask.KEY_ENV})')
     NovaSourceOptions._add_argparse_args(parser)
-    args, _ = parser.parse_known_args(argv)
+    args = parser.parse_strict(argv)
+    if not (args.dump or args.databases):
+        raise UserError('verify compares a trace with the source it was made '
+                        'from: give --dump FILE... or --databases DB,... '
+                        '(with --mysql-host, --mysql-user, ...)')
     paths = shards.find(args.prefix)
     if not paths:
-        raise UserError(f'no trace files at {args.prefix}')
-    source_flags = [a for a in argv if a != args.prefix]
-    source = sources.nova_source(PipelineOptions(source_flags))
+        raise UserError(f'no trace files at {args.prefix} '
+                        f'({args.prefix}{shards.SHARD_TEMPLATE}.csv, ...)')
+    key_source = mask.key_source_for(args.mask_key_file)
     try:
-        found = leaks.check(paths, source,
-                            mask.key_source_for(args.mask_key_file))
+        key = None if key_source.kind == 'random' else mask.load_key(
+            key_source)
     except mask.MaskKeyError as e:
         raise UserError(str(e))
+    source_flags = [a for a in argv if a != args.prefix]
+    found = leaks.check(paths, sources.nova_source(
+        PipelineOptions(source_flags)), key)
     for leak in found[:20]:
         print(f'LEAK {leak}')
     if found:
@@ -150,17 +172,31 @@ COMMANDS = {'demo': _demo, 'instances': _instances, 'verify': _verify,
             'synth': _synth, 'report': _report}
 
 
+def _version():
+    from importlib.metadata import version
+    return (f'starcompactor {__version__} (apache-beam {version("apache-beam")},'
+            f' Python {sys.version.split()[0]})')
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in COMMANDS:
+    if argv and argv[0] == '--version':
+        print(_version())
+        return 0
+    if not argv or argv[0] in ('-h', '--help'):
+        print(USAGE, file=sys.stderr if not argv else sys.stdout)
+        return 2 if not argv else 0
+    if argv[0] not in COMMANDS:
+        print(f'starcompactor: error: unknown command {argv[0]!r}'
+              f'{did_you_mean(argv[0], COMMANDS)}', file=sys.stderr)
         print(USAGE, file=sys.stderr)
-        return 0 if argv and argv[0] in ('-h', '--help') else 2
+        return 2
     configure_logging()
     handle_interrupts()
     try:
         COMMANDS[argv[0]](argv[1:])
     except UserError as e:
-        print(f'starcompactor: error: {e}', file=sys.stderr)
+        print(f'{e.command}: error: {e}', file=sys.stderr)
         return e.exit_status
     except KeyboardInterrupt:
         print('starcompactor: interrupted; no trace written', file=sys.stderr)

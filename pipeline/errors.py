@@ -4,6 +4,7 @@
 class UserError(Exception):
     """Bad input or an unreachable resource, described in one line."""
     exit_status = 1
+    command = 'starcompactor'   # who says so, in the printed line
 
 
 class UsageError(UserError):
@@ -11,3 +12,7 @@ class UsageError(UserError):
     misspelled option, a missing or malformed value): nothing is read or
     written, exit status 2."""
     exit_status = 2
+
+    def __init__(self, message, command='starcompactor'):
+        super().__init__(message)
+        self.command = command

@@ -54,15 +54,14 @@ def find_leaks(paths, raw_values, key=None, rows_per_file=None):
 SAMPLE_ROWS = 1_000
 
 
-def check(paths, source, key_source, rows_per_file=None):
-    """Leaks of a trace read from ``source``, masked with ``key_source``'s
-    key (a drawn key is gone: then only raw identities are looked for).
+def check(paths, source, key=None, rows_per_file=None):
+    """Leaks of a trace read from ``source``, masked with ``key`` (bytes; a
+    drawn key is gone: then only raw identities are looked for).
     A sample (``rows_per_file``) asks the source about its own values only,
     not for every raw identity."""
-    from starcompactor.transforms import mask
-    key = None if key_source.kind == 'random' else mask.load_key(key_source)
     among = None
     if rows_per_file is not None:
         among = {str(value) for path in paths
-                 for values in field_values(path, rows_per_file) for value in values}
+                 for values in field_values(path, rows_per_file)
+                 for value in values}
     return find_leaks(paths, source.raw_identities(among), key, rows_per_file)

@@ -4,10 +4,24 @@ Any standard Beam option (``--runner``, ``--direct_num_workers``, ...) may be
 given beside them. No option carries a secret: the database password and the
 masking key are read from files or the environment, never from arguments.
 """
+import argparse
+
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from starcompactor.pipeline.sinks import DEFAULT_FORMATS
 from starcompactor.transforms.mask import HMAC_SHA256, KEY_ENV, MASK_METHODS
+
+
+def whole_number(text):
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a whole number '
+                                         f'(0, 1, 2, ...)')
+    return value
 
 
 class NovaSourceOptions(PipelineOptions):
@@ -17,10 +31,11 @@ class NovaSourceOptions(PipelineOptions):
     def _add_argparse_args(cls, parser):
         source = parser.add_argument_group('source: Nova databases')
         source.add_argument('--mysql-host', dest='mysql_host',
-                            default='127.0.0.1')
+                            default='127.0.0.1', help='MySQL/MariaDB server')
         source.add_argument('--mysql-port', dest='mysql_port', type=int,
-                            default=3306)
-        source.add_argument('--mysql-user', dest='mysql_user', default='root')
+                            default=3306, help='its port')
+        source.add_argument('--mysql-user', dest='mysql_user', default='root',
+                            help='a user allowed to SELECT the Nova tables')
         source.add_argument(
             '--mysql-password-file', dest='mysql_password_file',
             help='file holding the password; else $MYSQL_PWD, else the '
@@ -41,7 +56,8 @@ class NovaSourceOptions(PipelineOptions):
         source.add_argument(
             '--start', help='only events starting at or after this '
                             'ISO-8601 time (UTC unless a zone is given)')
-        source.add_argument('--end', help='only events starting before this')
+        source.add_argument('--end', help='only events starting before this '
+                                          'ISO-8601 time')
 
 
 class InstancesOptions(PipelineOptions):
@@ -54,11 +70,11 @@ class InstancesOptions(PipelineOptions):
                                             'e.g. out/trace')
         trace.add_argument(
             '--formats', default=','.join(DEFAULT_FORMATS),
-            help='comma-separated: csv, avro, jsonl (default: csv,avro)')
+            help='comma-separated, of csv, avro, jsonl')
         trace.add_argument('--overwrite', action='store_true',
                            help='replace a trace already at --output')
-        trace.add_argument('--num-shards', dest='num_shards', type=int,
-                           default=0,
+        trace.add_argument('--num-shards', dest='num_shards',
+                           type=whole_number, default=0,
                            help='files per format (0: let the runner decide)')
         trace.add_argument(
             '--epoch', help='ISO-8601 time that *_SEC count from (default: '
@@ -79,5 +95,5 @@ class InstancesOptions(PipelineOptions):
             help='skip the check, after writing, that a sample of the trace '
                  'holds no raw identity and not the key')
         trace.add_argument(
-            '--buckets', type=int, default=0,
+            '--buckets', type=whole_number, default=0,
             help='hash buckets of the join (0: from the data size)')

@@ -2,7 +2,8 @@
 
 A trace written to ``PREFIX`` is one shard set per format,
 ``PREFIX-SSSSS-of-NNNNN.<ext>`` (Beam's default shard template), and
-``PREFIX.manifest.json``. Everything that names, globs or reads those files
+``PREFIX.manifest.json``; while a run writes, its shards are in
+``PREFIX.writing-<run id>/``. Everything that names, globs or reads those files
 (the sinks' callers, the manifest, the leak check, verify, the report and
 the tests) does it here, so that a prefix holding ``*``, ``?`` or ``[`` is
 always taken literally.
@@ -28,8 +29,9 @@ def manifest_path(prefix):
     return prefix + MANIFEST_SUFFIX
 
 
-def shard_name(prefix, index, total, fmt):
-    return f'{prefix}-{index:05d}-of-{total:05d}.{fmt}'
+def temporary_folder(prefix, run_id):
+    """Where one run's sinks write before their shards get final names."""
+    return f'{prefix}.writing-{run_id}'
 
 
 def shards_by_format(prefix, formats=FORMATS):

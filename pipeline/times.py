@@ -12,8 +12,9 @@ def parse_iso_utc(text, option):
     """An ISO-8601 time as an aware UTC datetime (naive means UTC)."""
     try:
         value = dateutil_parser.isoparse(text)
-    except (ValueError, OverflowError) as e:
-        raise UserError(f'{option} {text!r} is not an ISO-8601 time: {e}')
+    except (ValueError, OverflowError):
+        raise UserError(f'{option} {text!r} is not an ISO-8601 time such as '
+                        f'2015-09-17T00:00:00Z or 2015-09-17') from None
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)

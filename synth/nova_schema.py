@@ -5,6 +5,7 @@ benchmarks use it.
 The file is ``mysqldump --no-data`` of the schema Nova 34.0.0's own
 migrations create in MariaDB 10.11.
 """
+import functools
 import os
 import re
 
@@ -18,6 +19,27 @@ def cell_schema_statements():
         text = f.read()
     text = re.sub(r'^--.*$', '', text, flags=re.M)
     return [s.strip() for s in text.split(';\n') if s.strip()]
+
+
+@functools.cache
+def _create_table_statements():
+    statements = {}
+    for statement in cell_schema_statements():
+        created = re.match(r'CREATE TABLE `(\w+)` \(', statement)
+        if created:
+            statements[created.group(1)] = statement
+    return statements
+
+
+def create_table_statement(table):
+    """``CREATE TABLE`` of ``table`` in Nova's schema."""
+    return _create_table_statements()[table]
+
+
+def table_columns(table):
+    """All of ``table``'s columns in Nova's schema, in order."""
+    return tuple(re.findall(r'^  `(\w+)` ', create_table_statement(table),
+                            flags=re.M))
 
 
 def create_cell_database(connection, name, drop=False):

@@ -1,6 +1,5 @@
 """Writing Nova rows and reading traces back, for tests."""
 import csv
-import glob
 import json
 
 import fastavro
@@ -8,6 +7,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 
 from conftest import READER
+from starcompactor.pipeline import shards
 from starcompactor.pipeline.instances import InstancesJob
 
 
@@ -46,7 +46,7 @@ def run_job(args, now=None):
 
 def read_csv(prefix):
     rows, headers = [], set()
-    for path in sorted(glob.glob(f'{prefix}-*-of-*.csv')):
+    for path in shards.find(str(prefix), ('csv',)):
         with open(path, newline='', encoding='utf-8') as f:
             reader = csv.reader(f)
             headers.add(tuple(next(reader)))
@@ -56,7 +56,7 @@ def read_csv(prefix):
 
 def read_avro(prefix):
     records = []
-    for path in sorted(glob.glob(f'{prefix}-*-of-*.avro')):
+    for path in shards.find(str(prefix), ('avro',)):
         with open(path, 'rb') as f:
             records += list(fastavro.reader(f))
     return records
@@ -64,7 +64,7 @@ def read_avro(prefix):
 
 def read_jsonl(prefix):
     records = []
-    for path in sorted(glob.glob(f'{prefix}-*-of-*.jsonl')):
+    for path in shards.find(str(prefix), ('jsonl',)):
         with open(path, encoding='utf-8') as f:
             records += [json.loads(line) for line in f if line.strip()]
     return records

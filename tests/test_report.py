@@ -8,9 +8,9 @@ import pytest
 from fastavro import parse_schema
 from fastavro.write import Writer
 
-from starcompactor import report as report_module
+from starcompactor.pipeline import cli
 from starcompactor.pipeline.errors import UserError
-from starcompactor.report import write_report
+from starcompactor.report import aggregate, read, write_report
 from starcompactor.transforms.schema import AVRO_SCHEMA, CSV_HEADER
 
 BUILD = 'compute__do_build_and_run_instance'
@@ -177,12 +177,12 @@ def test_small_batches_and_merges_give_the_same_statistics(tmp_path,
     write_avro(tmp_path / 'a', [SHARD0, SHARD1])
     whole, _ = report(tmp_path / 'c')
     whole.pop('trace')
-    monkeypatch.setattr(report_module, 'CSV_BLOCK_BYTES', 700)
-    monkeypatch.setattr(report_module, 'AVRO_BATCH_ROWS', 2)
-    monkeypatch.setattr(report_module, 'MERGE_ROWS', 1)
+    monkeypatch.setattr(read, 'CSV_BLOCK_BYTES', 700)
+    monkeypatch.setattr(read, 'AVRO_BATCH_ROWS', 2)
+    monkeypatch.setattr(aggregate, 'MERGE_ROWS', 1)
     for prefix, shard, reader in (
-            ('c', 'c-00000-of-00002.csv', report_module._csv_batches),
-            ('a', 'a-00000-of-00002.avro', report_module._avro_batches)):
+            ('c', 'c-00000-of-00002.csv', read.csv_batches),
+            ('a', 'a-00000-of-00002.avro', read.avro_batches)):
         assert len(list(reader(str(tmp_path / shard)))) >= 2   # 5 rows
         pieces, _ = report(tmp_path / prefix)
         pieces.pop('trace')
@@ -234,14 +234,24 @@ def test_empty_trace(tmp_path, shards):
 
 
 def test_missing_prefix(tmp_path):
-    with pytest.raises(UserError, match='no trace at'):
-        write_report(str(tmp_path / 'nothing'))
+    prefix = str(tmp_path / 'nothing')
+    with pytest.raises(UserError, match=re.escape(f'no trace at {prefix}:')):
+        write_report(prefix)
 
 
 def test_incomplete_trace(tmp_path):
     write_csv(tmp_path / 't', [SHARD0, SHARD1])
     (tmp_path / 't-00000-of-00002.csv').unlink()
-    with pytest.raises(UserError, match='incomplete'):
+    with pytest.raises(UserError, match=re.escape(
+            f'incomplete or mixed trace at {tmp_path / "t"}: 1 .csv shards, '
+            't-00001-of-00002.csv')):
+        write_report(str(tmp_path / 't'))
+
+
+def test_json_lines_only_trace(tmp_path):
+    (tmp_path / 't-00000-of-00001.jsonl').write_text('{}\n')
+    with pytest.raises(UserError, match=re.escape(
+            f'only jsonl shards at {tmp_path / "t"}; this reads csv or avro')):
         write_report(str(tmp_path / 't'))
 
 
@@ -271,3 +281,16 @@ def test_report_command(tmp_path):
     assert run.returncode == 1
     assert run.stderr.startswith('starcompactor: error: no trace at')
     assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_report_command_rejects_a_misspelled_option(tmp_path, capsys):
+    prefix = str(tmp_path / 'trace')
+    write_csv(prefix, [SHARD0, SHARD1])
+    html_path = tmp_path / 'x.html'
+    assert cli.main(['report', prefix, '--htm', str(html_path)]) == 2
+    error = capsys.readouterr().err
+    assert 'unknown option --htm' in error
+    assert 'did you mean --html' in error
+    assert not html_path.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        'trace-00000-of-00002.csv', 'trace-00001-of-00002.csv']

@@ -1,9 +1,9 @@
 """Hash-partitioning of Arrow tables, so that a join can run per bucket.
 
-Rows are not Beam elements here: a batch of rows is. To join batches with a
-CoGroupByKey, each batch is cut into one piece per bucket of its join key,
-keyed by the bucket number; all rows with the same key meet in one bucket and
-are joined there with ``pyarrow.Table.join``.
+Rows are not Beam elements here: a batch of rows is. To join batches, each
+batch is cut into one piece per bucket of its join key, keyed by the bucket
+number; a ``GroupByKey`` on that number brings all rows with the same key
+together in one bucket, where ``pyarrow.Table.join`` joins them.
 
 The bucket of a key must be the same in every process (a runner shuffles
 between workers), so it is computed from the key's bytes with integer
@@ -116,7 +116,7 @@ def split_into_buckets(table, key_columns, num_buckets):
 
 
 def concat(tables, schema):
-    """One table from the pieces a CoGroupByKey delivered (maybe none)."""
+    """One table from the pieces a grouping delivered (maybe none)."""
     tables = [t for t in tables if t.num_rows]
     if not tables:
         return schema.empty_table()

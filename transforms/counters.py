@@ -4,6 +4,11 @@ Every source row is counted when read, and every row that does not become a
 trace row is counted under exactly one reason, so that the summary proves
 nothing was lost: for each table, read = in trace + sum of its reasons.
 """
+import json
+import os
+import threading
+import time
+
 import apache_beam as beam
 
 NAMESPACE = 'starcompactor'
@@ -34,9 +39,53 @@ READ_TWICE = 'read_twice'
 INVALID_UTF8 = 'invalid_utf8'
 
 
+# Where this process writes its tallies for the launcher's progress line
+# (``pipeline.progress``). Worker processes on the launcher's machine inherit
+# it; workers elsewhere have none and tally nothing.
+PROGRESS_FOLDER_ENV = 'STARCOMPACTOR_PROGRESS_DIR'
+TALLY_EVERY_S = 1.0
+
+
+class _ProcessTally:
+    """This process's counts in the current run, written to
+    ``<folder>/<pid>.json`` at most once a second: Beam's metrics are
+    readable only after a run. A new folder is a new run."""
+
+    def __init__(self):
+        self.folder = None
+        self.counts = {}
+        self.lock = threading.Lock()
+        self.written_at = 0.0
+
+    def add(self, name, n):
+        folder = os.environ.get(PROGRESS_FOLDER_ENV)
+        if not folder:
+            return
+        with self.lock:
+            if folder != self.folder:
+                self.folder, self.counts, self.written_at = folder, {}, 0.0
+            self.counts[name] = self.counts.get(name, 0) + n
+            now = time.monotonic()
+            if now - self.written_at < TALLY_EVERY_S:
+                return
+            self.written_at = now
+            text = json.dumps(self.counts)
+        path = os.path.join(folder, f'{os.getpid()}.json')
+        try:
+            with open(path + '.tmp', 'w') as f:
+                f.write(text)
+            os.replace(path + '.tmp', path)
+        except OSError:
+            pass   # progress is a courtesy; the run may be ending
+
+
+tally = _ProcessTally()
+
+
 def count(name, n):
     if n:
         beam.metrics.Metrics.counter(NAMESPACE, name).inc(int(n))
+        tally.add(name, int(n))
 
 
 def count_read(table, n):

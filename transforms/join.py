@@ -29,15 +29,12 @@ from starcompactor.transforms.validate import (
 
 _FOUND = '_found'   # a never-null marker column: null after a left join = no match
 
-EVENTS_WITH_INSTANCE_SCHEMA = pa.schema([
-    (DB, REPEATED_TEXT),
-    ('action_id', pa.int64()),
-    ('instance_uuid', pa.string()),
-    ('event', REPEATED_TEXT),
-    ('start', pa.int64()),
-    ('finish', pa.int64()),
-    ('result', REPEATED_TEXT),
-])
+# Events that found their action carry its instance uuid to the second
+# grouping; their own id is not needed past the first, where rows read twice
+# are dropped by it.
+EVENTS_WITH_INSTANCE_SCHEMA = VALID_EVENTS_SCHEMA.remove(
+    VALID_EVENTS_SCHEMA.get_field_index('id')).append(
+    pa.field('instance_uuid', pa.string()))
 
 _INSTANCE_COLUMNS = ('hostname', 'user_id', 'project_id', 'host',
                      'memory_mb', 'root_gb', 'vcpus')
@@ -71,7 +68,7 @@ def _distinct_count(table, keys):
 def _once(table, name):
     """A row read twice (from the live table, then from its shadow_ copy,
     archived meanwhile) counts once; each copy of a key is in one bucket."""
-    table, dropped = drop_duplicates(table, [DB, 'id'])
+    table, dropped = drop_duplicates(table, ['id'])
     c.count_rejected(name, c.READ_TWICE, dropped)
     return table
 

@@ -22,7 +22,6 @@ from starcompactor.transforms.validate import validate
 @dataclass(frozen=True)
 class TraceSpec:
     """Everything that shapes a trace, besides the rows themselves."""
-    num_buckets: int = 8
     mask_method: str = HMAC_SHA256
     key_source: KeySource = KeySource()
     mask_uuid: bool = False
@@ -52,11 +51,17 @@ def _derive(joined, epoch):
 class BuildTrace(beam.PTransform):
     """``(table, Arrow batch)`` pairs of the three source tables (in
     ``schema.source_schema``) -> trace Arrow tables (``schema.TRACE_SCHEMA``).
+
+    ``num_buckets`` (the join's hash buckets) changes how the work is spread,
+    never the trace.
     """
 
-    def __init__(self, spec=TraceSpec()):
+    def __init__(self, spec, num_buckets):
         super().__init__()
+        if num_buckets < 1:
+            raise ValueError(f'num_buckets must be 1 or more, not {num_buckets}')
         self.spec = spec
+        self.num_buckets = num_buckets
 
     def expand(self, batches):
         spec = self.spec
@@ -64,7 +69,7 @@ class BuildTrace(beam.PTransform):
         join = (batches
                 | 'Validate' >> beam.FlatMap(_validated, spec.cut)
                 | 'Join' >> JoinEventsToInstances(
-                    spec.num_buckets, earliest_start=spec.epoch is None))
+                    self.num_buckets, earliest_start=spec.epoch is None))
         joined = join[JOINED]
 
         if spec.mask_method != NO_MASKING:
