@@ -11,6 +11,7 @@ PACKAGES = {
     'starcompactor': 'starcompactor',
     'starcompactor.pipeline': 'pipeline',
     'starcompactor.pipeline.sources': 'pipeline/sources',
+    'starcompactor.pipeline.sources.dump': 'pipeline/sources/dump',
     'starcompactor.pipeline.sinks': 'pipeline/sinks',
     'starcompactor.transforms': 'transforms',
     'starcompactor.synth': 'synth',

@@ -3,7 +3,7 @@
 # TaskManager (2 slots), each its own daemon, REST on localhost:8081.
 # Flink comes from PyPI (apache-flink + apache-flink-libraries, pip download
 # into the runner cache, nothing installed); Maven Central serves no
-# flink-dist. Needs Java 11+.
+# flink-dist. Needs Java 11+. The cluster itself is tests/flink_cluster.py.
 #
 #   benchmarks/flink_cluster.sh start [--slots N] [--rest_port P] [--flink_version 1.20]
 #   benchmarks/flink_cluster.sh status
@@ -18,4 +18,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${STARCOMPACTOR_VENV:-.venv}/bin/python
 [ -x "$PY" ] || PY=python3
-exec "$PY" -m starcompactor.pipeline.runners flink-cluster "$@"
+exec "$PY" tests/flink_cluster.py "$@"

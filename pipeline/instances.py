@@ -1,4 +1,5 @@
 """The ``instances`` job: Nova tables -> anonymized instance-event trace."""
+import contextlib
 import datetime as dt
 import logging
 import math
@@ -59,6 +60,22 @@ def _load_supplied_key(key_source):
         raise UserError(str(e))
 
 
+def _check_writable(folder):
+    """Fails unless ``folder`` can be made (where missing) and written: the
+    nearest existing folder on its path is probed with a temporary file."""
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing) or '.'
+    if not os.path.isdir(existing):
+        raise UserError(f'cannot write the trace into folder {folder}: '
+                        f'{existing} is a file')
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as e:
+        raise UserError(f'cannot write the trace into folder {folder}: '
+                        f'{e.strerror}')
+
+
 def _about(count):
     """``count`` rounded to two significant digits, for estimates."""
     if count < 100:
@@ -86,6 +103,7 @@ class InstancesJob:
         self.requested_buckets = opts.buckets
         self.cut = (now or dt.datetime.now(UTC)).replace(microsecond=0)
         self.run_id = uuid.uuid4().hex[:12]
+        self._made_folders = []
         self.estimated_events = None
 
         epoch = parse_iso_utc(opts.epoch, '--epoch') if opts.epoch else None
@@ -126,7 +144,8 @@ class InstancesJob:
     def prepare_output(self):
         """Refuse to mix with an earlier trace; with --overwrite, remove it
         (all of its shards, whatever their count or format). Checks the
-        output folder can be written before anything is read."""
+        output folder can be made and written before anything is read; it
+        is made when the run starts (``make_output_folder``)."""
         existing = self.written_files(FORMATS)
         if os.path.exists(manifest_path(self.output)):
             existing.append(manifest_path(self.output))
@@ -134,30 +153,41 @@ class InstancesJob:
             raise UserError(f'a trace already exists at {self.output} '
                             f'({existing[0]}, ...): choose another --output '
                             f'or give --overwrite')
-        out_dir = os.path.dirname(self.output) or '.'
-        try:
-            os.makedirs(out_dir, exist_ok=True)
-            tempfile.TemporaryFile(dir=out_dir).close()
-        except OSError as e:
-            reason = ('a file is in the way' if isinstance(
-                e, (FileExistsError, NotADirectoryError)) else e.strerror)
-            raise UserError(f'cannot write the trace into folder {out_dir}: '
-                            f'{reason}')
+        _check_writable(os.path.dirname(self.output) or '.')
         for path in existing:
             os.remove(path)
+
+    def make_output_folder(self):
+        """The folders of ``--output`` that are missing, made now and
+        remembered: a failed run removes them again."""
+        folder = os.path.dirname(self.output)
+        self._made_folders = []
+        while folder and not os.path.exists(folder):
+            self._made_folders.append(folder)
+            folder = os.path.dirname(folder)
+        for made in reversed(self._made_folders):
+            os.mkdir(made)
+
+    def remove_temporary_folder(self):
+        """Beam's sinks remove their own folders inside it when they
+        succeed, not the folder itself."""
+        shutil.rmtree(shards.temporary_folder(self.output, self.run_id),
+                      ignore_errors=True)
 
     def remove_partial_trace(self):
         """After a failed or interrupted run: its temporary shards, and the
         shards and manifest it wrote before it stopped (an interrupt can
         come while Beam renames shards to their final names). There was no
         trace at the prefix before the run (``prepare_output``)."""
-        shutil.rmtree(shards.temporary_folder(self.output, self.run_id),
-                      ignore_errors=True)
+        self.remove_temporary_folder()
         written = self.written_files(FORMATS) + [
             manifest_path(self.output), manifest_path(self.output) + '.tmp']
         for path in written:
             if os.path.exists(path):
                 os.remove(path)
+        for folder in self._made_folders:
+            with contextlib.suppress(OSError):   # not empty: not ours alone
+                os.rmdir(folder)
 
     def summarize(self, result, seconds):
         return Summary.from_counters(counters_of(result), seconds,
@@ -201,11 +231,13 @@ def run(argv):
     with run_folder() as progress_folder:
         pipeline = beam.Pipeline(options=options)
         job.build(pipeline)
+        job.make_output_folder()
         try:
             with ProgressDisplay(progress_folder, SOURCE_TABLES,
                                  job.estimated_events):
                 result = pipeline.run()
                 result.wait_until_finish()
+            job.remove_temporary_folder()
             summary = job.summarize(result, time.monotonic() - began)
             # The check waits mostly on the source; the manifest, on files.
             leak_check = (in_background(job.check_for_leaks, summary)

@@ -59,8 +59,8 @@ FLINK_JAR_ENV = 'STARCOMPACTOR_FLINK_JOB_SERVER_JAR'
 
 PRISM_PACKAGE = 'github.com/apache/beam/sdks/v2/go/cmd/prism'
 
-FLINK_RUNNER = 'apache_beam.runners.portability.flink_runner.FlinkRunner'
-PRISM_RUNNER = 'apache_beam.runners.portability.prism_runner.PrismRunner'
+_FLINK_RUNNER = 'apache_beam.runners.portability.flink_runner.FlinkRunner'
+_PRISM_RUNNER = 'apache_beam.runners.portability.prism_runner.PrismRunner'
 
 # Resolution can take minutes (a 200+ MB jar, a Go build); a hung one must
 # not hang the CLI forever.
@@ -224,7 +224,7 @@ def prism_binary(beam_version: str = BEAM_VERSION) -> str:
 # --------------------------------------------------------------------------
 # Options
 
-def _runner_class(name):
+def _runner_class(name: str) -> str:
     """The class Beam's create_runner picks for --runner name (its rule)."""
     known = {path.rsplit('.', 1)[-1].lower(): path
              for path in StandardOptions.ALL_KNOWN_RUNNERS}
@@ -248,27 +248,27 @@ def prepare_runner_options(argv):
     --flink_job_server_jar (STARCOMPACTOR_FLINK_JOB_SERVER_JAR, else resolved
     through Maven). --runner PrismRunner: --environment_type=LOOPBACK and,
     unless argv has one, --prism_location (built with go install). Other
-    runners: argv unchanged. Raises UserError when the runner cannot be had
-    or argv holds a malformed Beam option."""
+    runners: argv unchanged. What argv gives itself is kept and wins.
+    Raises UserError when the runner cannot be had or a Beam option in argv
+    is malformed."""
     argv = list(argv)
     parser = beam_option_parser()
     parser.set_defaults(flink_version=DEFAULT_FLINK_VERSION)
     options = parser.parse_known_args(argv)[0]
-    runner = _runner_class(options.runner) if options.runner else None
-    added = ['--environment_type=LOOPBACK']
-    if runner == FLINK_RUNNER:
-        added += [f'--flink_version={DEFAULT_FLINK_VERSION}',
-                  '--flink_master=[local]']
+    runner = _runner_class(options.runner or StandardOptions.DEFAULT_RUNNER)
+    if runner == _FLINK_RUNNER:
+        added = [f'--flink_version={DEFAULT_FLINK_VERSION}',
+                 '--flink_master=[local]']
         if options.flink_job_server_jar is None:
             jar = _given_or_resolved_flink_jar(options.flink_version)
             added.append(f'--flink_job_server_jar={jar}')
-    elif runner == PRISM_RUNNER:
-        if options.prism_location is None:
-            added.append(f'--prism_location={prism_binary()}')
+    elif runner == _PRISM_RUNNER:
+        added = ([] if options.prism_location is not None
+                 else [f'--prism_location={prism_binary()}'])
     else:
         return argv
     # Before argv: Beam keeps an option's last value, so argv's own win.
-    return added + argv
+    return ['--environment_type=LOOPBACK', *added, *argv]
 
 
 # --------------------------------------------------------------------------

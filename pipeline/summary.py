@@ -4,13 +4,14 @@ from typing import Optional
 
 from apache_beam.metrics.metric import MetricsFilter
 
-from starcompactor.transforms import counters as c
+from starcompactor.transforms import counters
 from starcompactor.transforms.schema import SOURCE_TABLES
 
 
 def counters_of(result):
     """``{name: value}`` of starcompactor's counters in a finished run."""
-    query = result.metrics().query(MetricsFilter().with_namespace(c.NAMESPACE))
+    query = result.metrics().query(
+        MetricsFilter().with_namespace(counters.NAMESPACE))
     totals = {}
     for counter in query['counters']:
         value = counter.committed
@@ -45,19 +46,19 @@ class Summary:
     epoch: Optional[int] = None     # seconds since 1970; None: empty trace
 
     @classmethod
-    def from_counters(cls, counters, seconds=0.0, files=()):
+    def from_counters(cls, totals, seconds=0.0, files=()):
         tables = {t: TableCount() for t in SOURCE_TABLES}
-        for name, value in counters.items():
+        for name, value in totals.items():
             kind, _, rest = name.partition('.')
-            if kind == c.READ:
+            if kind == counters.READ:
                 tables[rest].read += value
-            elif kind == c.IN_TRACE:
+            elif kind == counters.IN_TRACE:
                 tables[rest].in_trace += value
-            elif kind == c.REJECTED:
+            elif kind == counters.REJECTED:
                 table, _, reason = rest.partition('.')
                 tables[table].left_out[reason] = value
-        return cls(tables, counters.get(c.TRACE_ROWS, 0), seconds,
-                   tuple(files), counters.get(c.EPOCH))
+        return cls(tables, totals.get(counters.TRACE_ROWS, 0), seconds,
+                   tuple(files), totals.get(counters.EPOCH))
 
     def rejects(self, table):
         return {reason: n for reason, n in

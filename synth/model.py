@@ -1,15 +1,10 @@
-"""A synthetic, deterministic Nova history: cell databases as real Nova
-(34.0.0, cells v2) leaves them, for tests and benchmarks.
+"""The history model: a synthetic, deterministic Nova history, the cell
+databases real Nova (34.0.0, cells v2) would leave behind.
 
 ``generate(instances, seed=...)`` streams the rows of ``instances``,
 ``instance_actions``, ``instance_actions_events`` and their ``shadow_``
-copies, per cell database; ``load_mysql`` writes them into MariaDB/MySQL,
-``write_dump`` into a ``mariadb-dump --databases`` style file (``.sql`` or
-``.sql.gz``). The same arguments (and seed) always give the same rows.
-
-Rows are tuples over ``COLUMNS[table]`` (real Nova columns, a subset of each
-table's; the others are NULL); times are Nova's text,
-``'YYYY-MM-DD HH:MM:SS'``, naive UTC.
+copies, per cell database, as tuples over ``tables.COLUMNS[table]``. The
+same arguments (and seed) always give the same rows.
 
 The model (what real Nova writes: /work/shared/nova-schema/README.md):
 
@@ -184,33 +179,23 @@ _DEFAULT_FAILURE = ('Unexpected error while running command.\n'
                     'oslo_concurrency.processutils.ProcessExecutionError')
 
 
-def _failure(event):
+@functools.cache
+def _failure_of(event):
+    """(details, traceback) of a failed ``event``."""
     details, exc = _FAILURES.get(event, _DEFAULT_FAILURE)
     return details, f'{_TB_HEAD}{exc}: {details}\n'
 
 
-_FAILURE_CACHE = {}
+# -- times ------------------------------------------------------------------
+
+@functools.cache
+def _times_of_day():
+    """'HH:MM:SS' of every second of a day, by second."""
+    return [f'{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}'
+            for s in range(86400)]
 
 
-def _failure_of(event):
-    if event not in _FAILURE_CACHE:
-        _FAILURE_CACHE[event] = _failure(event)
-    return _FAILURE_CACHE[event]
-
-
-# -- times ---------------------------------------------------------------------
-
-_TIME_OF_DAY = []
-
-
-def _time_of_day():
-    if not _TIME_OF_DAY:
-        _TIME_OF_DAY.extend(f'{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}'
-                            for s in range(86400))
-    return _TIME_OF_DAY
-
-
-def parse_start(start):
+def _parse_start(start):
     """``start`` (ISO date or naive datetime, or a datetime) as a datetime."""
     if isinstance(start, dt.datetime):
         return start.replace(tzinfo=None, microsecond=0)
@@ -270,11 +255,26 @@ _DAILY = (0.30, 0.25, 0.20, 0.20, 0.20, 0.25, 0.35, 0.50, 0.75, 0.95, 1.0,
 _WEEKLY = (1.0, 1.0, 1.0, 1.0, 0.95, 0.45, 0.40)
 
 
-class _Synth:
-    """One generation run; ``rows()`` streams (db, table, rows) chunks."""
+class History:
+    """One synthetic history.
 
-    def __init__(self, instances, seed, start, days, cells, archive_fraction,
-                 chunk_rows):
+    ``instances``: how many instances are created over the span (``days``
+    days from ``start``, an ISO date/datetime, naive UTC; the end of the
+    span is "now"). ``cells``: the cell databases; the first is cell0 (where
+    instances failing scheduling go) unless it is the only one. Instances
+    deleted before ``start + archive_fraction * days`` are in the shadow_
+    tables.
+
+    ``rows()`` streams the history, once, as ``(database, table, rows)``
+    chunks: ``table`` is one of ``TABLES``, ``rows`` a list of about
+    ``chunk_rows`` tuples over ``COLUMNS[table]`` (one action's events are
+    never split). Each database's rows of a table come in id order.
+    Deterministic: the same arguments give the same chunks. Meanwhile
+    ``counts`` holds the rows streamed so far per (database, table).
+    """
+
+    def __init__(self, instances, seed=0, start='2015-09-01', days=365,
+                 cells=DEFAULT_CELLS, archive_fraction=0.5, chunk_rows=5000):
         if instances < 0:
             raise UserError('the number of instances must be >= 0')
         if not days > 0:
@@ -283,7 +283,7 @@ class _Synth:
             raise UserError('archive_fraction must be within 0..1')
         self.n = int(instances)
         self.seed = seed
-        self.start = parse_start(start)
+        self.start = _parse_start(start)
         self.days = days
         self.cells = _check_cells(cells)
         self.archive_fraction = archive_fraction
@@ -297,12 +297,13 @@ class _Synth:
                          for i in range(self.now // 86400 + 3)]
         self.archive_before = self.s0 + int(archive_fraction * days * 86400)
         self.recent = min(RECENT, (self.now - self.s0) // 4)
-        self.tod = _time_of_day()
+        self.times_of_day = _times_of_day()
         self.normals = [self.rng.gauss(0, 1) for _ in range(_N_NORMALS)]
         self._setup_world()
 
-    def ts(self, t):
-        return self.day_text[t // 86400] + self.tod[t % 86400]
+    def time_text(self, t):
+        """Second ``t`` of the span as Nova's time text."""
+        return self.day_text[t // 86400] + self.times_of_day[t % 86400]
 
     def _setup_world(self):
         rng = random.Random(f'starcompactor-synth-world:{self.seed}')
@@ -382,7 +383,7 @@ class _Synth:
 
     # lifecycles -------------------------------------------------------------
 
-    def _dur(self, median, sigma, low=1):
+    def _duration(self, median, sigma, low=1):
         """A lognormal duration in whole seconds, at least ``low``."""
         z = self.normals[int(self.rng.random() * _N_NORMALS)]
         return max(low, int(median * math.exp(sigma * z)))
@@ -398,7 +399,7 @@ class _Synth:
 
     def _op_events(self, kind, t, src, dst, old):
         """[name, start, finish, host] of one action's events, by start."""
-        d, ctl = self._dur, CONTROLLERS[int(self.rng.random() * 3)]
+        d, ctl = self._duration, CONTROLLERS[int(self.rng.random() * 3)]
         s = t + 1
         if kind == 'reboot':
             return [['compute_reboot_instance', s, s + d(40, .7), src]]
@@ -487,7 +488,7 @@ class _Synth:
 
     def _lifecycle(self, t, index, cell0, request_id):
         """The actions of one instance, and its final columns."""
-        rng, d = self.rng, self._dur
+        rng, d = self.rng, self._duration
         user = self.users[bisect.bisect(self.user_cum,
                                         rng.random() * self.user_cum[-1])]
         flavor = FLAVORS[bisect.bisect(self.flavor_cum,
@@ -511,7 +512,7 @@ class _Synth:
             actions.append((act_start, 'create', uid, pid, request_id,
                             'Error', events))
             if rng.random() < P_DELETE_ERROR_INSTANCE:
-                when = ce + self._dur(6 * 3600, 1.5, 60)
+                when = ce + self._duration(6 * 3600, 1.5, 60)
                 if when < self.now:
                     actions.append((when, 'delete', uid, pid,
                                     'req-' + _uuid4(rng), None, []))
@@ -546,7 +547,7 @@ class _Synth:
             info.update(host=host if rng.random() < 0.5 else None,
                         last=be)
             state = 'error'
-            end = be + self._dur(6 * 3600, 1.5, 60) \
+            end = be + self._duration(6 * 3600, 1.5, 60) \
                 if rng.random() < P_DELETE_ERROR_INSTANCE else self.now
         else:
             info.update(host=host, launched_at=be, vm_state='active', last=be)
@@ -556,7 +557,7 @@ class _Synth:
                 if r < share:
                     break
                 r -= share
-            life = self._dur(median, sigma, 60)
+            life = self._duration(median, sigma, 60)
             end = be + life
             rate = OPS_PER_DAY * math.exp(0.8 * rng.gauss(0, 1))
             n_ops = min(MAX_OPS, _poisson(
@@ -628,7 +629,7 @@ class _Synth:
                     # confirm or revert, a while later
                     follow_kind = ('revertResize' if rng.random() < P_REVERT
                                    else 'confirmResize')
-                    ft = cur + self._dur(1200, 1.5, 30)
+                    ft = cur + self._duration(1200, 1.5, 30)
                     if ft >= min(end, self.now):
                         continue
                     raw = self._op_events(follow_kind, ft, dst, None,
@@ -674,7 +675,7 @@ class _Synth:
 
     def _instance_row(self, iid, uuid, t, index, reservation, cell, user,
                       info):
-        ts, rng = self.ts, self.rng
+        ts, rng = self.time_text, self.rng
         flavor = info['flavor']
         if rng.random() < P_ODD_NAME:
             name = ODD_NAMES[int(rng.random() * len(ODD_NAMES))]
@@ -721,7 +722,7 @@ class _Synth:
 
     def _rows(self):
         rng = self.rng
-        day_text, tod = self.day_text, self.tod
+        day_text, tod = self.day_text, self.times_of_day
 
         def ts(t):
             return day_text[t // 86400] + tod[t % 86400]
@@ -729,8 +730,8 @@ class _Synth:
         # per cell: next instance, action and event id
         next_id = {c: [1, 1, 1] for c in cells}
         # per (cell, archived): the keys of its instance/action/event buffers
-        keys = {(c, a): tuple((c, (SHADOW if a else '') + t)
-                              for t in BASE_TABLES)
+        keys = {(c, a): tuple((c, (SHADOW_PREFIX if a else '') + t)
+                              for t in LIVE_TABLES)
                 for c in cells for a in (False, True)}
         buffers = {(c, t): [] for c in cells for t in TABLES}
         chunk = self.chunk_rows
@@ -814,45 +815,20 @@ class _Synth:
                 yield drain(key)
 
 
-def generate(instances, seed=0, start='2015-09-01', days=365,
-             cells=DEFAULT_CELLS, archive_fraction=0.5, chunk_rows=5000):
-    """Stream a synthetic Nova history as ``(database, table, rows)`` chunks.
-
-    ``instances``: how many instances are created over the span (``days``
-    days from ``start``, an ISO date/datetime, naive UTC; the end of the
-    span is "now"). ``cells``: the cell databases; the first is cell0 (where
-    instances failing scheduling go) unless it is the only one. Instances
-    deleted before ``start + archive_fraction * days`` are in the shadow_
-    tables. ``table`` is one of ``TABLES``; ``rows`` a list of about
-    ``chunk_rows`` tuples over ``COLUMNS[table]`` (one action's events are
-    never split). Each database's rows of a
-    table come in id order. Deterministic: the same arguments give the same
-    chunks.
-    """
-    return _Synth(instances, seed, start, days, cells, archive_fraction,
-                  chunk_rows).rows()
+def generate(instances, **options):
+    """Stream a synthetic Nova history as ``(database, table, rows)`` chunks:
+    ``History(instances, **options).rows()``."""
+    return History(instances, **options).rows()
 
 
-def collect(instances, **kwargs):
-    """All rows of ``generate(...)``, as {database: {table: [rows]}} (every
-    database and table present): for small histories."""
-    cells = _check_cells(kwargs.get('cells', DEFAULT_CELLS))
-    out = {c: {t: [] for t in TABLES} for c in cells}
-    for db, table, rows in generate(instances, **kwargs):
-        out[db][table].extend(rows)
-    return out
-
-
-def instances_for_events(events, pilot=20000, **kwargs):
+def instances_for_events(events, pilot=20000, **options):
     """How many instances give about ``events`` events (live + shadow) with
-    these ``generate`` arguments: measured on a pilot run of up to ``pilot``
+    these ``generate`` options: measured on a pilot run of up to ``pilot``
     instances (events per instance does not depend on the count; the result
     is within a few percent)."""
     if events <= 0:
         return 0
     n = max(1000, min(pilot, int(events / EVENTS_PER_INSTANCE)))
-    got = sum(len(rows) for _, table, rows in generate(n, **kwargs)
-              if table.endswith(EVENTS))
+    got = sum(len(rows) for _, table, rows in generate(n, **options)
+              if table.endswith('instance_actions_events'))
     return max(1, int(round(events * n / max(1, got))))
-
-

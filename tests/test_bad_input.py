@@ -65,13 +65,22 @@ def test_a_misspelled_option_is_an_error_naming_it_and_nothing_is_written(
 
 
 BAD_INPUT = [
+    (['instances', '--dump', '{out}/README.sql', '--output', '{out}/a/b/t'],
+     1, 'starcompactor: error: {out}/README.sql is not a MySQL dump: no '
+        'CREATE TABLE or INSERT INTO of a Nova table'),
+    (['instances', '--dump', DEMO_DUMP, '--databases', 'nova_cell9',
+      '--output', '{out}/a/b/t'], 1,
+     'starcompactor: error: database nova_cell9 is not in '),
     (['instances', '--dump', DEMO_DUMP, '--output', '{out}/t', '--epoch',
       'yesterday'], 1,
      "starcompactor: error: --epoch 'yesterday' is not an ISO-8601 time "
      "such as 2015-09-17T00:00:00Z or 2015-09-17"),
     (['instances', '--dump', DEMO_DUMP, '--output', '/etc/hostname/t'], 1,
      'starcompactor: error: cannot write the trace into folder '
-     '/etc/hostname: a file is in the way'),
+     '/etc/hostname: /etc/hostname is a file'),
+    (['instances', '--dump', DEMO_DUMP, '--output', '/etc/hostname/a/t'], 1,
+     'starcompactor: error: cannot write the trace into folder '
+     '/etc/hostname/a: /etc/hostname is a file'),
     (['instances', '--dump', DEMO_DUMP, '--output', '/proc/1/t'], 1,
      'starcompactor: error: cannot write the trace into folder /proc/1: '),
     (['instances', '--dump', DEMO_DUMP, '--output', '{out}/t', '--buckets',
@@ -101,13 +110,17 @@ def test_bad_input_is_one_line_naming_the_problem(tmp_path, args, status,
                                                   message):
     out = tmp_path / 'out'
     out.mkdir()
+    readme = os.path.join(os.path.dirname(__file__), '..', 'README.md')
+    with open(readme) as f, open(out / 'README.sql', 'w') as saved:
+        saved.write(f.read())
     run = starcompactor(*(a.format(out=out) for a in args),
                         tmp_path=tmp_path)
     assert run.returncode == status, run.stderr
     assert 'Traceback' not in run.stderr
-    first = error_lines(run)[0]
+    first = [line for line in error_lines(run)
+             if not line.startswith(('INFO ', 'WARNING '))][0]
     assert first.startswith(message.format(out=out)), run.stderr
-    assert files_under(out) == []
+    assert files_under(out) == ['README.sql']
 
 
 def test_unknown_command_also_prints_the_usage(tmp_path):

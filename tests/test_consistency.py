@@ -385,8 +385,8 @@ def test_trace_of_a_busy_database_equals_the_quiet_trace(
         assert count.in_trace == quiet_summary.tables[table].in_trace, table
 
     # The activity really happened, and during the read: rows were moved
-    # to shadow_ between the first and the last batch read, and some were
-    # read twice (live, then again from shadow_ after being moved).
+    # to shadow_ between the first and the last batch read. (Whether some
+    # were then read twice depends on timing; the next test makes sure.)
     assert writer.done.get('events', 0) > 0, writer.done
     assert writer.done.get('finished', 0) > 0, writer.done
     assert archiver.done.get('instances', 0) > 0, archiver.done
@@ -396,12 +396,7 @@ def test_trace_of_a_busy_database_equals_the_quiet_trace(
     last_read = max(t for t, _ in fine_grained_reader)
     moved_while_reading = sum(n for t, n in archiver.moves
                               if first_read <= t <= last_read)
-    twice = {table: count.left_out.get('read_twice', 0)
-             for table, count in summary.tables.items()}
     assert moved_while_reading > 0, (archiver.moves, first_read, last_read)
-    # Rows read twice, if any, were counted so (the counts balance); the
-    # next test makes sure some are.
-    assert sum(twice.values()) >= 0
     assert time.monotonic() - began < 120   # bounded, even on a busy CI
 
 

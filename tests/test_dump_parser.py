@@ -12,9 +12,11 @@ import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from starcompactor.pipeline.sources.dump import (
-    DumpReader, DumpSplit, NovaDumpSource, ReadNovaDump, read_dump, unescape)
+from starcompactor.pipeline import cli
 from starcompactor.pipeline.errors import UserError
+from starcompactor.pipeline.sources.dump import NovaDumpSource
+from starcompactor.pipeline.sources.dump.lexer import unescape
+from starcompactor.pipeline.sources.dump.reader import DumpReader, DumpSplit
 from starcompactor.transforms.schema import (
     ACTIONS, EVENTS, INSTANCES, SOURCE_TABLES, source_schema)
 
@@ -547,12 +549,80 @@ def test_plan_errors(tmp_path):
     with pytest.raises(UserError, match='missing.sql: no such dump file'):
         NovaDumpSource([str(tmp_path / 'missing.sql')]).plan()
     path = write(tmp_path, small_dump(('nova_cell0', 'nova_cell1')))
-    with pytest.raises(UserError, match='database nova_cell2 not found'):
-        NovaDumpSource([path], databases=['nova_cell2']).plan()
+    with pytest.raises(UserError) as error:
+        NovaDumpSource([path], databases=['nova_cell2', 'cell3']).plan()
+    assert str(error.value) == (f'databases nova_cell2, cell3 are not in '
+                                f'{path} (it has nova_cell0, nova_cell1)')
     source = NovaDumpSource([path], databases=['nova_cell1'])
     splits, events = source.plan()
     assert events == 2
     assert source.found_databases == ['nova_cell0', 'nova_cell1']
+
+
+# --- input that is not what the user meant ----------------------------------
+
+README = """# starcompactor
+
+Anonymized instance-event traces from OpenStack Nova.
+Create a table of contents; insert your notes here.
+"""
+
+
+@pytest.mark.parametrize('name, opener', [('README.sql', open),
+                                          ('README.sql.gz', gzip.open)])
+def test_a_file_that_is_no_dump(tmp_path, capsys, name, opener):
+    path = write(tmp_path, README, name, opener)
+    assert cli.main(['instances', '--dump', path, '--output',
+                     str(tmp_path / 'out' / 'trace')]) == 1
+    assert capsys.readouterr().err == (
+        f'starcompactor: error: {path} is not a MySQL dump: no CREATE TABLE '
+        f'or INSERT INTO of a Nova table\n')
+    assert not list(tmp_path.glob('out/**/*'))      # nothing written
+
+
+@pytest.mark.parametrize('name, opener', [('nova.sql', open),
+                                          ('nova.sql.gz', gzip.open)])
+def test_a_database_no_dump_has(tmp_path, capsys, name, opener):
+    path = write(tmp_path, small_dump(('nova_cell0', 'nova_cell1')), name,
+                 opener)
+    assert cli.main(['instances', '--dump', path, '--databases',
+                     'nova_cell1,nova_cell9', '--output',
+                     str(tmp_path / 'out' / 'trace')]) == 1
+    assert capsys.readouterr().err == (
+        f'starcompactor: error: database nova_cell9 is not in {path} '
+        f'(it has nova_cell0, nova_cell1)\n')
+    assert not list(tmp_path.glob('out/**/*'))      # nothing written
+
+
+def test_a_compressed_dump_is_checked_from_its_head(tmp_path):
+    """Plan reads a compressed dump only until it shows every database
+    asked for: a corrupt tail after them goes unnoticed until the read,
+    and is met when a database is missing."""
+    text = small_dump(('nova_cell0', 'nova_cell1')) * 20
+    path = write(tmp_path, text, 'nova.sql.gz', gzip.open)
+    data = open(path, 'rb').read()
+    with open(path, 'wb') as f:
+        f.write(data[:len(data) // 2])
+    for databases in (None, ['nova_cell1', 'nova_cell0']):
+        splits, _ = NovaDumpSource([path], databases=databases).plan()
+        assert [s.compression for s in splits] == ['gzip']
+    with pytest.raises(UserError, match=r'nova\.sql\.gz line \d+: corrupt '
+                                        r'or truncated gzip'):
+        NovaDumpSource([path], databases=['nova_cell9']).plan()
+
+
+def test_several_files_have_the_databases_between_them(tmp_path):
+    cell0 = write(tmp_path, small_dump(('nova_cell0',)), 'cell0.sql.gz',
+                  gzip.open)
+    cell1 = write(tmp_path, small_dump(('nova_cell1',)), 'cell1.sql')
+    source = NovaDumpSource([cell0, cell1],
+                            databases=['nova_cell1', 'nova_cell0'])
+    splits, _ = source.plan()
+    assert [s.path for s in splits] == [cell0, cell1]
+    with pytest.raises(UserError) as error:
+        NovaDumpSource([cell0, cell1], databases=['nova_cell2']).plan()
+    assert str(error.value) == (f'database nova_cell2 is not in {cell0}, '
+                                f'{cell1} (they have nova_cell0, nova_cell1)')
 
 
 # --- malformed input ---------------------------------------------------------
@@ -684,7 +754,7 @@ def test_read_nova_dump_in_a_pipeline(tmp_path):
         return [tuple(sorted(r.items())) for r in rows]
 
     with test_pipeline.TestPipeline() as p:
-        read = p | ReadNovaDump(source, splits)
+        read = p | source.reader(splits)
         for table in SOURCE_TABLES:
             rows = (read
                     | f'Only{table}' >> beam.Filter(

@@ -1,5 +1,5 @@
-"""Faults while reading: a connection killed mid-split, from another
-connection, with KILL, on a real MariaDB."""
+"""Faults on a real MariaDB: a connection killed mid-split, from another
+connection, with KILL; a database that is not on the server."""
 import re
 
 import pymysql
@@ -7,6 +7,7 @@ import pytest
 from pymysql.constants import ER
 
 from conftest import READER
+from starcompactor.pipeline import cli
 from starcompactor.pipeline.errors import UserError
 from starcompactor.pipeline.sources.mysql_connection import MySQLConnection
 from starcompactor.pipeline.sources.mysql import ReadTableSplits, TableSplit
@@ -75,3 +76,29 @@ def test_a_connection_killed_again_and_again_fails_clearly(
         for _ in batches:
             _kill(mariadb, reader)
     reader.teardown()
+
+
+
+def test_a_database_not_on_the_server_fails_at_plan_time(
+        mariadb, password_file, nova_db, tmp_path, capsys):
+    """Not as a missing table or grant: the reader has SELECT on tables of
+    Nova databases only, so without the check it would be told to grant
+    SELECT on nova_cell9.instances."""
+    database = nova_db()
+    out = tmp_path / 'out'
+    status = cli.main([
+        'instances', '--mysql-host', mariadb.host, '--mysql-port',
+        str(mariadb.port), '--mysql-user', READER, '--mysql-password-file',
+        password_file, '--databases', f'{database},nova_cell9', '--output',
+        str(out / 'trace')])
+    assert status == 1
+    error = capsys.readouterr().err
+    m = re.fullmatch(
+        rf"starcompactor: error: unknown or inaccessible database "
+        rf"'nova_cell9' on {READER}@{re.escape(mariadb.host)}:{mariadb.port} "
+        rf"\({READER} sees (.+)\)\n", error)
+    assert m, error
+    seen = m.group(1).split(', ')
+    assert database in seen and seen == sorted(seen)
+    assert not {'nova_cell9', 'mysql', 'information_schema'} & set(seen)
+    assert not list(tmp_path.glob('out/**/*'))      # nothing written

@@ -252,10 +252,9 @@ def test_bucket_for_join_puts_each_join_key_in_one_bucket():
     assert {table for table, _ in bucket_of} == {EVENTS, ACTIONS, INSTANCES}
 
 
-def _joined_events_by_bucket(element, num_buckets, earliest_start=False):
-    """Run ``join_events_to_actions`` on one bucket in a pipeline;
-    ``assert_that`` checks are added by the caller through the returned
-    outputs."""
+def _join_events_to_actions(element, num_buckets, earliest_start=False):
+    """A pipeline that runs ``join_events_to_actions`` on one grouped
+    bucket, and its outputs (``JOINED``, ``EARLIEST_START``) to check."""
     pipeline = test_pipeline.TestPipeline()
     outputs = (pipeline
                | beam.Create([element], reshuffle=False)
@@ -286,7 +285,7 @@ def test_join_events_to_actions_gives_events_their_instance_uuid():
                         valid(ACTIONS, 'nova', [A10, A11, A14]),
                         valid(EVENTS, 'nova', [E100, E102, E104]),
                         instance_piece])
-    pipeline, outputs = _joined_events_by_bucket(element, num_buckets)
+    pipeline, outputs = _join_events_to_actions(element, num_buckets)
 
     def event(action_id, name, start, finish, result):
         return (EVENTS, tuple(sorted(dict(
@@ -317,7 +316,7 @@ def test_join_events_to_actions_tells_what_finds_the_earliest_start():
     element = (0, [valid(EVENTS, 'nova', [E100, E101, E103, E105]),
                    valid(ACTIONS, 'nova', [A10, A12, A13]),
                    valid(INSTANCES, 'nova', [I1])])
-    pipeline, outputs = _joined_events_by_bucket(element, 1, True)
+    pipeline, outputs = _join_events_to_actions(element, 1, True)
     assert_that(outputs[EARLIEST_START] | beam.FlatMap(_tagged_rows),
                 equal_to([
                     (INSTANCES, (('db', 'nova'), ('instance_uuid', U1))),

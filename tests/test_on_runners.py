@@ -19,15 +19,14 @@ trace must also equal golden.EXPECTED_CSV. After each run no process of its
 session (prism, SDK workers) may be left.
 
 Flink (embedded ``[local]`` cluster, and a session cluster from PyPI's
-apache-flink): Beam's Flink job server jar is not served by the Maven
-repository reachable here, so today these tests check that the command
-fails with one clear line (no traceback) naming the missing artifact and
-how to supply it, and are reported as xfail with that line, as in
-tests/test_runners.py. With STARCOMPACTOR_REQUIRE_FLINK=1 they fail
-instead. Given a jar (STARCOMPACTOR_FLINK_JOB_SERVER_JAR), they run both
-datasets on Flink and compare them like the others.
+apache-flink, tests/flink_cluster.py) needs Beam's Flink job server jar.
+Given one (STARCOMPACTOR_FLINK_JOB_SERVER_JAR) or where Maven serves it,
+both datasets run on Flink and compare like the others; elsewhere those
+tests skip, saying why (tests/flink_jar.py), and what is tested instead is
+the error users then get: one clear line (no traceback) naming the missing
+artifact and how to supply it.
 
-Also here: the job graph a portable runner receives (pipeline_proto_text)
+Also here: the job graph a portable runner receives (tests/job_graph.py)
 holds neither the masking key nor the database password, wherever they
 come from, and no drawn per-run key.
 """
@@ -44,12 +43,14 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
+import flink_jar
 import golden
 from conftest import READER, READER_PASSWORD
 from datasets import NovaDatabases, cells_with_archive
+from flink_cluster import FlinkSessionCluster
 from helpers import read_avro, read_csv, read_jsonl, sort_records
+from job_graph import pipeline_proto_text
 from starcompactor.pipeline import runners
-from starcompactor.pipeline.errors import UserError
 from starcompactor.pipeline.instances import InstancesJob
 from starcompactor.transforms import mask
 from starcompactor.transforms.schema import CSV_HEADER
@@ -263,77 +264,65 @@ def test_runner_trace_equals_direct(run_trace, runner, dataset):
 # --------------------------------------------------------------------------
 # Flink
 
-def _flink_jar_available():
-    """Whether --runner FlinkRunner can get Beam's job server jar here."""
-    if os.environ.get('STARCOMPACTOR_FLINK_JOB_SERVER_JAR'):
-        return True
-    try:
-        runners.flink_job_server_jar(runners.DEFAULT_FLINK_VERSION)
-        return True
-    except runners.RunnerUnavailable:
-        return False
-    except UserError as e:   # a missing tool: fail, never skip
-        pytest.fail(str(e), pytrace=False)
-
-
-def _expect_flink_unavailable(command, runner_args):
-    """The command fails with one clear line; then xfail (or fail when
-    STARCOMPACTOR_REQUIRE_FLINK=1)."""
-    proc, _, out = command('golden', runner_args)
-    assert proc.returncode == 1, proc.stderr
-    assert 'Traceback' not in proc.stderr, proc.stderr
-    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1, proc.stderr
-    last = lines[-1]
-    assert last.startswith("starcompactor: error: Beam's Flink job server "
-                           'org.apache.beam:beam-runners-flink-'), last
-    assert 'is not served by the Maven repository' in last, last
-    assert '--flink_job_server_jar' in last, last
-    assert 'STARCOMPACTOR_FLINK_JOB_SERVER_JAR' in last, last
-    assert not os.listdir(os.path.dirname(out)), 'files left behind'
-    if os.environ.get('STARCOMPACTOR_REQUIRE_FLINK') == '1':
-        pytest.fail(last, pytrace=False)
-    pytest.xfail(last)
-
-
 def _free_port():
     with socket.socket() as s:
         s.bind(('localhost', 0))
         return s.getsockname()[1]
 
 
+FLINK_EMBEDDED = ['--runner', 'FlinkRunner', '--parallelism=2']
+
+
+def _flink_session_args(port):
+    return ['--runner', 'FlinkRunner', f'--flink_master=localhost:{port}',
+            '--parallelism=2']
+
+
 @pytest.mark.runners
-def test_flink_embedded(command, run_trace):
-    args = ['--runner', 'FlinkRunner', '--parallelism=2']
-    if not _flink_jar_available():
-        _expect_flink_unavailable(command, args)
+@pytest.mark.parametrize('cluster', ['embedded', 'session'])
+def test_flink_without_job_server_is_one_clear_line(command, monkeypatch,
+                                                    cluster):
+    # With a session cluster's address the command must fail before it
+    # would contact it: none is started.
+    runner_args = (FLINK_EMBEDDED if cluster == 'embedded'
+                   else _flink_session_args(_free_port()))
+    monkeypatch.delenv(runners.FLINK_JAR_ENV, raising=False)
+    if flink_jar.maven_serves_job_server():
+        pytest.skip('Maven serves Beam\'s Flink job server here: no error '
+                    'to show')
+    proc, _, out = command('golden', runner_args)
+    assert proc.returncode == 1, proc.stderr
+    assert 'Traceback' not in proc.stderr, proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    line = lines[0]
+    assert line.startswith("starcompactor: error: Beam's Flink job server "
+                           f'{runners.flink_job_server_coordinates()} '), line
+    assert 'is not served by the Maven repository' in line, line
+    assert '--flink_job_server_jar' in line, line
+    assert runners.FLINK_JAR_ENV in line, line
+    assert not os.listdir(os.path.dirname(out)), 'files left behind'
+
+
+@pytest.mark.runners
+def test_flink_embedded(run_trace):
+    flink_jar.skip_without_job_server_jar()
     for dataset in ('golden', 'cells'):
-        trace = run_trace('flink', dataset, args)
+        trace = run_trace('flink', dataset, FLINK_EMBEDDED)
         _check_same(trace, run_trace('direct', dataset))
         _check_expected(trace, dataset)
 
 
 @pytest.mark.runners
-def test_flink_session_cluster(command, run_trace, tmp_path):
+def test_flink_session_cluster(run_trace, tmp_path):
+    flink_jar.skip_without_job_server_jar()
     port = _free_port()
-    args = ['--runner', 'FlinkRunner', f'--flink_master=localhost:{port}',
-            '--parallelism=2']
-    if not _flink_jar_available():
-        # Fails before it would contact the cluster: none is started.
-        _expect_flink_unavailable(command, args)
-    cluster = runners.FlinkSessionCluster(slots=2, rest_port=port,
-                                          state_dir=tmp_path / 'cluster')
-    try:
-        cluster.start()
+    with FlinkSessionCluster(slots=2, rest_port=port,
+                             state_dir=tmp_path / 'cluster'):
         for dataset in ('golden', 'cells'):
-            trace = run_trace('flink', dataset, args)
+            trace = run_trace('flink', dataset, _flink_session_args(port))
             _check_same(trace, run_trace('direct', dataset))
             _check_expected(trace, dataset)
-    finally:
-        pids = cluster.pids()
-        cluster.stop()
-        time.sleep(1)
-        assert not [p for p in pids if os.path.exists(f'/proc/{p}')]
 
 
 # --------------------------------------------------------------------------
@@ -392,7 +381,7 @@ def test_job_graph_holds_no_secret(mariadb, databases, password_file, tmp_path,
     pipeline, options, job = _build(mariadb, databases, tmp_path, *extra)
     assert job.spec.key_source.kind == ('file' if key_from == 'file'
                                         else 'env')
-    text = runners.pipeline_proto_text(pipeline, options)
+    text = pipeline_proto_text(pipeline, options)
     assert b'PrismRunner' in text                  # the options are in it
     assert databases['golden'][0].encode() in text  # and the graph's data
     assert not _leaks(text, {'key': GRAPH_KEY,
@@ -408,7 +397,7 @@ def test_secret_search_would_catch_a_secret(mariadb, databases, password_file,
         pipeline, options, _ = _build(mariadb, databases, tmp_path,
                                       '--mysql-password-file', password_file)
         _ = pipeline | 'Oops' >> beam.Create([secret])
-        assert _leaks(runners.pipeline_proto_text(pipeline, options),
+        assert _leaks(pipeline_proto_text(pipeline, options),
                       {'s': secret}) == ['s (raw)']
 
         pipeline, options, _ = _build(mariadb, databases, tmp_path,
@@ -416,7 +405,7 @@ def test_secret_search_would_catch_a_secret(mariadb, databases, password_file,
         hexed = secret.hex()
         _ = (pipeline | 'One' >> beam.Create([1])
              | 'Oops' >> beam.Map(lambda x, s=hexed: (x, s)))
-        assert _leaks(runners.pipeline_proto_text(pipeline, options),
+        assert _leaks(pipeline_proto_text(pipeline, options),
                       {'s': secret}) == ['s (hex)']
 
 
@@ -446,7 +435,7 @@ def test_random_key_is_drawn_at_run_time_not_in_the_graph(
                                     after_init=drawn.clear)
     assert job.spec.key_source == mask.KeySource('random')
     assert drawn == [], 'a key was drawn while building the graph'
-    text = runners.pipeline_proto_text(pipeline, options)
+    text = pipeline_proto_text(pipeline, options)
     assert not _leaks(text, {'marker': marker[:mask.KEY_BYTES]})
 
     labels = {t.full_label: t for t in _applied_transforms(pipeline)}
@@ -477,13 +466,9 @@ def test_setup_file_sdist_installs_on_workers(tmp_path):
     import tarfile
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     src = tmp_path / 'src'
-    src.mkdir()
-    for name in ('setup.py', 'requirements.txt', 'MANIFEST.in',
-                 'README.md'):
-        shutil.copy2(os.path.join(root, name), src / name)
-    for package in ('starcompactor', 'pipeline', 'transforms'):
-        shutil.copytree(os.path.join(root, package), src / package,
-                        ignore=shutil.ignore_patterns('__pycache__'))
+    # The checkout as Beam sees it, without what git and runs add.
+    shutil.copytree(root, src, ignore=shutil.ignore_patterns(
+        '.git', '.venv', '.pytest_cache', '__pycache__', '*.egg-info', 'out'))
     subprocess.run([sys.executable, 'setup.py', '-q', 'sdist', '--dist-dir',
                     str(tmp_path / 'dist')], cwd=src, check=True,
                    capture_output=True)

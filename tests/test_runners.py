@@ -1,6 +1,6 @@
 """Beam's portable runners, for real: Prism (built from the Go module proxy)
-and Flink (job server from Maven, embedded [local] cluster or a standalone
-session cluster from PyPI's apache-flink).
+and Flink (job server jar given or from Maven; embedded [local] cluster or
+a standalone session cluster from PyPI's apache-flink, tests/flink_cluster.py).
 
 Each pipeline runs in a child Python process, so the runner's own server
 (prism, or the Flink job server's JVM) ends with it, as it does after a CLI
@@ -8,10 +8,8 @@ run: Beam stops job servers only at interpreter exit. The tests check with
 ps that none is left behind.
 
 A missing tool (go, java, mvn) fails the test with a one-line message; it
-never skips. The one exception: when Maven answers that Beam's Flink job
-server is not in the repository at all (RunnerUnavailable), the Flink runs
-are reported as xfail with that message, unless STARCOMPACTOR_REQUIRE_FLINK=1
-(or a jar in STARCOMPACTOR_FLINK_JOB_SERVER_JAR) is given.
+never skips. The Flink pipelines skip, saying why, where no job server jar
+can be had (tests/flink_jar.py).
 
     python tests/test_runners.py run OUT_PREFIX [BEAM ARGS...]
 
@@ -29,7 +27,12 @@ import time
 import apache_beam as beam
 import pyarrow as pa
 import pytest
+from apache_beam.options.pipeline_options import (
+    FlinkRunnerOptions, PipelineOptions, PortableOptions)
 
+import flink_jar
+from flink_cluster import FlinkSessionCluster
+from job_graph import pipeline_proto_text
 from starcompactor.pipeline import runners
 from starcompactor.pipeline.errors import UserError
 
@@ -85,7 +88,6 @@ EXPECTED = [
 
 
 def run_pipeline(out_prefix, beam_args):
-    from apache_beam.options.pipeline_options import PipelineOptions
     options = PipelineOptions(beam_args)
     with beam.Pipeline(options=options) as p:
         build_pipeline(p, out_prefix)
@@ -116,12 +118,12 @@ def _prepare(argv):
     """prepare_runner_options, failing (never skipping) on a missing tool."""
     try:
         return runners.prepare_runner_options(argv)
-    except runners.RunnerUnavailable as e:
-        if os.environ.get('STARCOMPACTOR_REQUIRE_FLINK') == '1':
-            pytest.fail(str(e), pytrace=False)
-        pytest.xfail(str(e))
     except UserError as e:
         pytest.fail(str(e), pytrace=False)
+
+
+def _options_of(argv):
+    return dict(a.split('=', 1) for a in argv if '=' in a)
 
 
 def _processes_matching(needle):
@@ -173,21 +175,55 @@ def test_other_runners_untouched():
 def test_flink_options_with_given_jar(tmp_path, monkeypatch):
     jar = tmp_path / 'js.jar'
     jar.write_bytes(b'jar')
-    monkeypatch.setenv('STARCOMPACTOR_FLINK_JOB_SERVER_JAR', str(jar))
+    monkeypatch.setenv(runners.FLINK_JAR_ENV, str(jar))
     assert runners.prepare_runner_options(['--runner', 'flink']) == [
-        '--runner', 'flink', f'--flink_job_server_jar={jar}',
+        '--environment_type=LOOPBACK',
         f'--flink_version={runners.DEFAULT_FLINK_VERSION}',
-        '--flink_master=[local]', '--environment_type=LOOPBACK']
-    # Given options are kept, none duplicated.
-    argv = ['--runner=FlinkRunner', '--flink_job_server_jar', '/j.jar',
-            '--flink_version', '1.19', '--flink_master=localhost:8081',
-            '--environment_type=EXTERNAL']
-    assert runners.prepare_runner_options(argv) == argv
+        '--flink_master=[local]', f'--flink_job_server_jar={jar}',
+        '--runner', 'flink']
+
+
+@pytest.mark.parametrize('runner', [
+    'FlinkRunner', 'flink', 'Flink',
+    'apache_beam.runners.portability.flink_runner.FlinkRunner'])
+def test_flink_runner_named_as_beam_names_it(tmp_path, monkeypatch, runner):
+    jar = tmp_path / 'js.jar'
+    jar.write_bytes(b'jar')
+    monkeypatch.setenv(runners.FLINK_JAR_ENV, str(jar))
+    argv = runners.prepare_runner_options(['--runner', runner])
+    assert _options_of(argv)['--flink_job_server_jar'] == str(jar)
+
+
+def test_flink_options_given_win_as_beam_parses_them():
+    argv = runners.prepare_runner_options([
+        '--runner=FlinkRunner', '--flink_job_server_jar', '/j.jar',
+        '--flink_version', '1.19', '--flink_master=localhost:8081',
+        '--environment_type=EXTERNAL'])
+    options = PipelineOptions(argv)
+    flink = options.view_as(FlinkRunnerOptions)
+    assert (flink.flink_job_server_jar, flink.flink_version,
+            flink.flink_master) == ('/j.jar', '1.19', 'localhost:8081')
+    assert options.view_as(PortableOptions).environment_type == 'EXTERNAL'
+
+
+def test_flink_jar_resolved_for_the_flink_version_given(monkeypatch):
+    monkeypatch.delenv(runners.FLINK_JAR_ENV, raising=False)
+    resolved = []
+
+    def flink_job_server_jar(flink_version):
+        resolved.append(flink_version)
+        return f'/cache/{flink_version}.jar'
+    monkeypatch.setattr(runners, 'flink_job_server_jar', flink_job_server_jar)
+    argv = runners.prepare_runner_options(
+        ['--runner', 'FlinkRunner', '--flink_version=1.19'])
+    assert resolved == ['1.19']
+    assert PipelineOptions(argv).view_as(FlinkRunnerOptions).flink_version \
+        == '1.19'
 
 
 def test_flink_missing_tools_are_one_line_user_errors(tmp_path, monkeypatch):
     monkeypatch.setenv('STARCOMPACTOR_RUNNER_CACHE', str(tmp_path / 'c'))
-    monkeypatch.delenv('STARCOMPACTOR_FLINK_JOB_SERVER_JAR', raising=False)
+    monkeypatch.delenv(runners.FLINK_JAR_ENV, raising=False)
     bindir = tmp_path / 'bin'
     bindir.mkdir()
     monkeypatch.setenv('PATH', str(bindir))
@@ -198,9 +234,18 @@ def test_flink_missing_tools_are_one_line_user_errors(tmp_path, monkeypatch):
         runners.prepare_runner_options(['--runner', 'FlinkRunner'])
     assert str(e.value) == ('mvn not found: install Maven or pass '
                             '--flink_job_server_jar')
-    with pytest.raises(UserError, match='no Beam .* job server'):
+
+
+def test_flink_bad_inputs_are_one_line_user_errors(tmp_path, monkeypatch):
+    with pytest.raises(UserError, match=r"^argument --flink_version: invalid "
+                       r"choice: '1\.7' \(choose from '1\.19', "):
         runners.prepare_runner_options(['--runner', 'flink',
                                         '--flink_version=1.7'])
+    monkeypatch.setenv(runners.FLINK_JAR_ENV, str(tmp_path / 'none.jar'))
+    with pytest.raises(UserError) as e:
+        runners.prepare_runner_options(['--runner', 'flink'])
+    assert str(e.value) == (f'{runners.FLINK_JAR_ENV}: no such file '
+                            f'{tmp_path / "none.jar"}')
 
 
 def test_prism_missing_go_is_a_user_error(tmp_path, monkeypatch):
@@ -211,15 +256,14 @@ def test_prism_missing_go_is_a_user_error(tmp_path, monkeypatch):
     # A given --prism_location needs no Go.
     assert runners.prepare_runner_options(
         ['--runner', 'prism', '--prism_location', '/p']) == [
-        '--runner', 'prism', '--prism_location', '/p',
-        '--environment_type=LOOPBACK']
+        '--environment_type=LOOPBACK', '--runner', 'prism',
+        '--prism_location', '/p']
 
 
 # --------------------------------------------------------------------------
 # What the runner is sent
 
 def test_pipeline_proto_text_exposes_pickled_closures():
-    from apache_beam.options.pipeline_options import PipelineOptions
     secret = 'hunter2-' + 'x' * 12
 
     def tag(x, s=secret):
@@ -230,13 +274,13 @@ def test_pipeline_proto_text_exposes_pickled_closures():
     raw = p.to_runner_api().SerializeToString()
     # Pickled functions are compressed: a plain search of the proto misses.
     assert secret.encode() not in raw
-    text = runners.pipeline_proto_text(p)
+    text = pipeline_proto_text(p)
     assert secret.encode() in text
     assert b'visible-job-name' in text  # the options the runner gets
 
     clean = beam.Pipeline(options=PipelineOptions(['--runner=DirectRunner']))
     _ = clean | beam.Create([1]) | beam.Map(lambda x: (x, 'public'))
-    assert secret.encode() not in runners.pipeline_proto_text(clean)
+    assert secret.encode() not in pipeline_proto_text(clean)
 
 
 # --------------------------------------------------------------------------
@@ -248,7 +292,7 @@ def test_prism_runner_matches_direct(tmp_path, direct_output):
     t0 = time.monotonic()
     argv = _prepare(['--runner', 'PrismRunner'])
     resolve_s = time.monotonic() - t0
-    binary = dict(a.split('=', 1) for a in argv if '=' in a)['--prism_location']
+    binary = _options_of(argv)['--prism_location']
     assert os.access(binary, os.X_OK)
     out = str(tmp_path / 'out')
     elapsed = _run_child(out, argv)
@@ -260,57 +304,46 @@ def test_prism_runner_matches_direct(tmp_path, direct_output):
 
 @pytest.mark.runners
 def test_flink_embedded_matches_direct(tmp_path, direct_output):
-    _require('java', 'mvn')
-    t0 = time.monotonic()
+    _require('java')
+    flink_jar.skip_without_job_server_jar()
     argv = _prepare(['--runner', 'FlinkRunner', '--parallelism=2'])
-    resolve_s = time.monotonic() - t0
-    assert '--flink_master=[local]' in argv
-    assert '--environment_type=LOOPBACK' in argv
-    jar = dict(a.split('=', 1) for a in argv
-               if '=' in a)['--flink_job_server_jar']
+    jar = _options_of(argv)['--flink_job_server_jar']
     out = str(tmp_path / 'out')
     elapsed = _run_child(out, argv)
     assert read_output(out) == direct_output[0]
     assert not _processes_matching(jar), 'Flink job server still running'
-    print(f'\nflink [local]: resolve {resolve_s:.1f}s, pipeline '
-          f'{elapsed:.1f}s (direct {direct_output[1]:.1f}s)')
+    print(f'\nflink [local]: pipeline {elapsed:.1f}s '
+          f'(direct {direct_output[1]:.1f}s)')
 
 
 @pytest.mark.runners
-def test_flink_session_cluster(tmp_path, direct_output):
+def test_flink_session_cluster_starts_and_stops(tmp_path):
     """A JobManager and a TaskManager (2 slots) as daemons from PyPI's
-    apache-flink; then a Beam pipeline submitted to it."""
+    apache-flink; no job server jar needed."""
     _require('java')
-    cluster = runners.FlinkSessionCluster(
-        slots=2, rest_port=_free_port(), state_dir=tmp_path / 'cluster')
-    pids = []
-    try:
-        t0 = time.monotonic()
-        try:
-            cluster.start()
-        except UserError as e:
-            pytest.fail(str(e), pytrace=False)
-        start_s = time.monotonic() - t0
+    with FlinkSessionCluster(slots=2, rest_port=_free_port(),
+                             state_dir=tmp_path) as cluster:
         info = cluster.overview()
         assert info['taskmanagers'] == 1 and info['slots-total'] == 2
         pids = cluster.pids()
         assert len(pids) == 2
-        print(f'\nflink session cluster {info["flink-version"]}: up in '
-              f'{start_s:.1f}s, pids {pids}')
-        _require('mvn')
+    left = [pid for pid in pids if os.path.exists(f'/proc/{pid}')]
+    assert not left, f'Flink daemons still running: {left}'
+
+
+@pytest.mark.runners
+def test_flink_session_cluster_matches_direct(tmp_path, direct_output):
+    _require('java')
+    flink_jar.skip_without_job_server_jar()
+    with FlinkSessionCluster(slots=2, rest_port=_free_port(),
+                             state_dir=tmp_path / 'cluster') as cluster:
         argv = _prepare(['--runner', 'FlinkRunner',
                          f'--flink_master={cluster.master}',
                          '--parallelism=2'])
         out = str(tmp_path / 'out')
         elapsed = _run_child(out, argv)
-        assert read_output(out) == direct_output[0]
-        print(f'flink session: pipeline {elapsed:.1f}s')
-    finally:
-        pids = pids or cluster.pids()
-        cluster.stop()
-        time.sleep(1)
-        left = [p for p in pids if os.path.exists(f'/proc/{p}')]
-        assert not left, f'Flink daemons still running: {left}'
+    assert read_output(out) == direct_output[0]
+    print(f'\nflink session: pipeline {elapsed:.1f}s')
 
 
 if __name__ == '__main__':

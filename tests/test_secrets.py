@@ -27,6 +27,7 @@ import pytest
 from conftest import READER, READER_PASSWORD, drop_databases, grant_reader
 from helpers import insert, read_csv, run_job
 from starcompactor import synth
+from starcompactor.pipeline import shards
 from starcompactor.pipeline.sources.mysql_connection import MySQLConnection
 from starcompactor.transforms import mask
 
@@ -103,6 +104,20 @@ def _descendants(pid):
     return found
 
 
+def _sigint_as_at_a_terminal():
+    """The child's SIGINT back to the default: a test suite run as a
+    background job inherits it ignored, and Python only turns a SIGINT it
+    was started with the default for into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _temporary_shards(prefix):
+    """Every file in the temporary folders of runs writing to ``prefix``."""
+    return [path for path in glob.glob(
+        f'{shards.temporary_folder(prefix, "*")}/**', recursive=True)
+        if os.path.isfile(path)]
+
+
 def _read(path):
     try:
         with open(path, 'rb') as f:
@@ -118,6 +133,7 @@ class Run:
         self.tmp = tmp_path / 'tmp'            # its TMPDIR
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.out_dir = tmp_path / 'out'
+        self.prefix = str(self.out_dir / 'trace')
         self.stdout_path = tmp_path / 'stdout'
         self.stderr_path = tmp_path / 'stderr'
         environ = {k: v for k, v in os.environ.items()
@@ -125,8 +141,7 @@ class Run:
         environ.update(env or {}, TMPDIR=str(self.tmp))
         if password_file:
             args = [*args, '--mysql-password-file', password_file]
-        self.args = ['instances', *args, '--output',
-                     str(self.out_dir / 'trace')]
+        self.args = ['instances', *args, '--output', self.prefix]
         self.cmdlines = {}      # pid -> cmdline, of every process seen
         self.samples = 0        # times the tool was seen alive
         self.children = set()   # pids of its child processes seen
@@ -136,7 +151,8 @@ class Run:
             self.process = subprocess.Popen(
                 [sys.executable, '-m', 'starcompactor', *self.args],
                 env=environ, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                start_new_session=True)   # its own group, as a shell job
+                start_new_session=True,   # its own group, as a shell job
+                preexec_fn=_sigint_as_at_a_terminal)
 
     @property
     def stderr(self):
@@ -157,12 +173,10 @@ class Run:
                     self.children.add(pid)
         if self.process.poll() is None:
             self.samples += 1
-        for path in glob.glob(f'{self.out_dir}/beam-temp-*/**',
-                              recursive=True):
-            if os.path.isfile(path):
-                data = _read(path)
-                if data:
-                    self.temp_files[path] = data
+        for path in _temporary_shards(self.prefix):
+            data = _read(path)
+            if data:
+                self.temp_files[path] = data
 
     def watch(self, until=None, timeout=120):
         """Sample until the process ends (or ``until()`` is true)."""
@@ -212,6 +226,12 @@ class Run:
             if os.path.isfile(path):
                 found += leaks_in(_read(path) or b'', path)
         return found
+
+
+def _left_in(folder):
+    """What a run left in ``folder`` (a failed run removes the folders it
+    made)."""
+    return sorted(os.listdir(folder)) if folder.exists() else []
 
 
 def _assert_one_line_error(run, *phrases):
@@ -373,7 +393,7 @@ def test_ctrl_c_leaves_no_trace_and_says_one_line(
     if moment == 'reading':     # a first table split has been read
         run.watch(until=lambda: re.search(r'read \S+ ids', run.stderr))
     else:
-        run.watch(until=lambda: bool(glob.glob(f'{out}/beam-temp-*/*')))
+        run.watch(until=lambda: bool(_temporary_shards(run.prefix)))
     assert run.process.poll() is None, (
         f'finished before the {moment} moment; make the history bigger')
     if target == 'group':
@@ -392,8 +412,7 @@ def test_ctrl_c_leaves_no_trace_and_says_one_line(
     # else Beam's worker processes log to the same stderr, their own way:
     # a worker stopped mid-bundle (or hit by the terminal's SIGINT too)
     # logs its failure with a traceback. Not the tool's lines.
-    leftovers = sorted(os.listdir(out)) if out.exists() else []
-    assert leftovers == [], leftovers
+    assert _left_in(out) == []
     # Nothing of the tool stays running (Beam's worker processes included).
     deadline = time.monotonic() + 15
     while run.alive_children() and time.monotonic() < deadline:
@@ -440,12 +459,13 @@ def test_ctrl_c_after_files_got_final_names_removes_them(
             '--output', str(out / 'trace')]
     env = {k: v for k, v in os.environ.items() if k != 'MYSQL_PWD'}
     run = subprocess.run([sys.executable, '-c', code, *args], env=env,
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120,
+                         preexec_fn=_sigint_as_at_a_terminal)
     assert run.returncode == 130, run.stderr
     assert run.stderr.strip().splitlines()[-1] == \
         'starcompactor: interrupted; no trace written', run.stderr
     assert 'Traceback' not in run.stderr, run.stderr
-    assert sorted(os.listdir(out)) == []
+    assert _left_in(out) == []
 
 
 # -- the reading session cannot write ----------------------------------------

@@ -1,5 +1,7 @@
 """The synthetic Nova history: deterministic, shaped like what real Nova
-writes, and loadable into real MariaDB directly or through a dump file."""
+writes, and loadable into real MariaDB directly or through a dump file.
+
+What the tests check is read back from MariaDB, or written out below."""
 import collections
 import datetime as dt
 import gzip
@@ -8,13 +10,16 @@ import os
 import re
 import subprocess
 
+import pymysql.cursors
 import pytest
 
 from starcompactor import synth
 from starcompactor.pipeline import cli
 from starcompactor.pipeline.errors import UserError
+from starcompactor.synth import inserts, model
+from starcompactor.synth.nova_schema import table_columns
+from starcompactor.synth.tables import COLUMNS, TABLES
 
-I, A, E = (synth.COLUMNS[t] for t in synth.BASE_TABLES)
 KINDS = {'create', 'delete', 'reboot', 'stop', 'start', 'resize',
          'confirmResize', 'revertResize', 'live-migration', 'shelve',
          'unshelve', 'rebuild'}
@@ -41,39 +46,82 @@ EVENTS_OF = {
     'shelveOffload': ('compute_shelve_offload_instance',),
     'unshelve': ('conductor_unshelve_instance', 'compute_unshelve_instance'),
 }
-TIME = re.compile(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$')
 START, DAYS = dt.datetime(2015, 9, 1), 365
+# (vcpus, memory_mb, root_gb) of m1.tiny, small, medium, large, xlarge.
+FLAVORS = {(1, 512, 1), (1, 2048, 20), (2, 4096, 40), (4, 8192, 80),
+           (8, 16384, 160)}
+
+# Rows per table in (cell0, cell1) of three small histories, counted once
+# with SELECT COUNT(*) on the databases they were loaded into.
+ROWS_1500_SEED_5_DAYS_200 = {
+    'instances': (24, 1018),
+    'instance_actions': (44, 2735),
+    'instance_actions_events': (24, 4714),
+    'shadow_instances': (20, 438),
+    'shadow_instance_actions': (40, 949),
+    'shadow_instance_actions_events': (20, 1455),
+}
+UNFINISHED_EVENTS_1500_SEED_5_DAYS_200 = 15   # live, in cell1
+ROWS_800_SEED_11_DAYS_120 = {
+    'instances': (17, 567),
+    'instance_actions': (32, 1368),
+    'instance_actions_events': (17, 2344),
+    'shadow_instances': (11, 205),
+    'shadow_instance_actions': (22, 428),
+    'shadow_instance_actions_events': (11, 655),
+}
+ROWS_200_SEED_9 = {
+    'instances': (5, 133),
+    'instance_actions': (10, 438),
+    'instance_actions_events': (5, 741),
+    'shadow_instances': (2, 60),
+    'shadow_instance_actions': (4, 157),
+    'shadow_instance_actions_events': (2, 250),
+}
 
 
-def _time(text):
-    return dt.datetime.strptime(text, '%Y-%m-%d %H:%M:%S')
-
-
-def _dicts(rows, columns):
-    return [dict(zip(columns, row)) for row in rows]
+def _per_database(rows, cells):
+    """``ROWS_...`` as {(database, table): rows}."""
+    return {(db, table): counts[i] for table, counts in rows.items()
+            for i, db in enumerate(cells)}
 
 
 @pytest.fixture(scope='module')
-def history():
-    """4,000 instances, a year, two cells: as dict rows per db and table."""
-    data = synth.collect(4000, seed=7)
-    return {db: {t: _dicts(rows, synth.COLUMNS[t]) for t, rows in tables.items()}
-            for db, tables in data.items()}
+def history(mariadb):
+    """4,000 instances, a year, two cells, loaded into MariaDB and read back:
+    {'cell0' or 'cell1': {table: [row dicts in id order]}} (times as
+    datetimes)."""
+    cells = _cells('synthmodel')
+    try:
+        with mariadb.admin() as admin:
+            synth.load_mysql(admin, 4000, seed=7, cells=cells)
+        tables = {}
+        with mariadb.admin() as admin, \
+                admin.cursor(pymysql.cursors.DictCursor) as cursor:
+            for role, db in zip(('cell0', 'cell1'), cells):
+                tables[role] = {}
+                for table in TABLES:
+                    cursor.execute(f'SELECT * FROM `{db}`.`{table}` '
+                                   f'ORDER BY id')
+                    tables[role][table] = list(cursor.fetchall())
+        return tables
+    finally:
+        _drop(mariadb, cells)
 
 
 def _all(history, table):
     """(db, shadow?, row) over every database, live then shadow."""
     for db, tables in history.items():
         for shadow in (False, True):
-            for row in tables[(synth.SHADOW if shadow else '') + table]:
+            for row in tables[('shadow_' if shadow else '') + table]:
                 yield db, shadow, row
 
 
 def test_columns_are_real_nova_columns():
-    for table in synth.TABLES:
-        real = synth.table_columns(table)
+    for table in TABLES:
+        real = table_columns(table)
         assert real, table
-        assert set(synth.COLUMNS[table]) <= set(real), table
+        assert set(COLUMNS[table]) <= set(real), table
 
 
 def test_same_seed_same_rows_other_seed_other_rows():
@@ -91,11 +139,11 @@ def test_proportions(history):
     assert n == 4000
     deleted = [r for r in instances if r['deleted']]
     archived = sum(len(t['shadow_instances']) for t in history.values())
-    cell0 = len(history['nova_cell0']['instances']) + \
-        len(history['nova_cell0']['shadow_instances'])
+    cell0 = len(history['cell0']['instances']) + \
+        len(history['cell0']['shadow_instances'])
     unfinished = [e for e in events if e['finish_time'] is None]
     errors = [e for e in events if e['result'] == 'Error']
-    # The proportions the module docstring documents.
+    # The proportions the model's docstring documents.
     assert 0.78 <= len(deleted) / n <= 0.88
     assert 0.33 <= archived / len(deleted) <= 0.48
     assert 0.02 <= cell0 / n <= 0.045
@@ -137,18 +185,18 @@ def test_rows_are_shaped_like_nova(history):
                 assert shadow == table.startswith('shadow_')
                 by_action[e['action_id']].append(e)
                 event_ids.append(e['id'])
-                assert TIME.match(e['start_time'])
+                assert isinstance(e['start_time'], dt.datetime)
                 assert e['created_at'] == e['start_time']
                 assert e['deleted'] == 0 and e['deleted_at'] is None
                 if e['finish_time'] is None:
                     assert e['result'] is None and e['updated_at'] is None
                     # only in the last 2 days of the span
-                    assert _time(e['start_time']) >= now - dt.timedelta(days=2)
+                    assert e['start_time'] >= now - dt.timedelta(days=2)
                 else:
                     assert e['result'] in ('Success', 'Error')
                     assert e['start_time'] <= e['finish_time'] == \
                         e['updated_at']
-                    assert _time(e['finish_time']) <= now
+                    assert e['finish_time'] <= now
                 if e['result'] == 'Error':
                     assert e['traceback'].startswith('Traceback')
                     assert e['details']
@@ -172,7 +220,7 @@ def test_rows_are_shaped_like_nova(history):
             if a['action'] == 'create':
                 assert a['start_time'] < instance['created_at']
         for shadow, r in instances.values():
-            assert r['uuid'] and TIME.match(r['created_at'])
+            assert r['uuid'] and isinstance(r['created_at'], dt.datetime)
             if r['deleted']:
                 assert r['deleted'] == r['id']
                 assert r['vm_state'] == 'deleted'
@@ -180,18 +228,16 @@ def test_rows_are_shaped_like_nova(history):
             else:
                 assert r['deleted_at'] is None and r['vm_state'] != 'deleted'
             if shadow:   # archived: deleted before the archive cutoff
-                assert r['deleted'] and \
-                    _time(r['deleted_at']) < archive_before
+                assert r['deleted'] and r['deleted_at'] < archive_before
             elif r['deleted']:
-                assert _time(r['deleted_at']) >= archive_before
+                assert r['deleted_at'] >= archive_before
             if r['host'] is not None:
                 assert re.fullmatch(r'compute-\d{4}', r['host'])
             if r['launched_at'] is not None:
                 assert r['launched_at'] >= r['created_at']
-            assert (r['vcpus'], r['memory_mb'], r['root_gb']) in {
-                f[2:5] for f in synth.FLAVORS}
+            assert (r['vcpus'], r['memory_mb'], r['root_gb']) in FLAVORS
     # Scheduling failures live in cell0, with their failed create action.
-    cell0 = history['nova_cell0']
+    cell0 = history['cell0']
     assert cell0['instances'] and cell0['shadow_instances']
     for table in ('instances', 'shadow_instances'):
         for r in cell0[table]:
@@ -206,10 +252,9 @@ def test_rows_are_shaped_like_nova(history):
             assert e['event'] == 'conductor_schedule_and_build_instances'
             assert e['result'] == 'Error'
     # ids collide across cells, as in real Nova.
-    assert any(r['id'] == 1 for r in history['nova_cell0']['shadow_instances']
-               + history['nova_cell0']['instances'])
-    assert any(r['id'] == 1 for r in history['nova_cell1']['shadow_instances']
-               + history['nova_cell1']['instances'])
+    for cell in history.values():
+        assert any(r['id'] == 1 for r in cell['shadow_instances']
+                   + cell['instances'])
 
 
 def test_instances_for_events():
@@ -229,15 +274,15 @@ def test_bad_arguments_are_user_errors():
 
 
 def test_sql_literals():
-    assert synth.sql_literal(None) == 'NULL'
-    assert synth.sql_literal(12) == '12'
-    assert synth.sql_literal('a\'b"c\\d\ne\rf\0g\x1ah') == \
+    assert inserts.sql_literal(None) == 'NULL'
+    assert inserts.sql_literal(12) == '12'
+    assert inserts.sql_literal('a\'b"c\\d\ne\rf\0g\x1ah') == \
         "'a\\'b\\\"c\\\\d\\ne\\rf\\0g\\Zh'"
     values = {'created_at': '2016-01-01 00:00:00', 'id': 3, 'event': 'x',
               'action_id': 2, 'start_time': '2016-01-01 00:00:00',
               'traceback': "it's\n", 'deleted': 0}
-    row = tuple(values.get(c) for c in E)
-    assert synth.row_formatter('shadow_instance_actions_events')(row) == (
+    row = tuple(values.get(c) for c in COLUMNS['instance_actions_events'])
+    assert inserts.row_formatter('shadow_instance_actions_events')(row) == (
         "('2016-01-01 00:00:00',NULL,NULL,3,'x',2,'2016-01-01 00:00:00',"
         "NULL,NULL,'it\\'s\\n',0,NULL,NULL)")
 
@@ -247,14 +292,15 @@ _names = itertools.count()
 
 def _cells(prefix):
     n = next(_names)
-    return (f'{prefix}_{os.getpid()}_{n}_cell0', f'{prefix}_{os.getpid()}_{n}_cell1')
+    return (f'{prefix}_{os.getpid()}_{n}_cell0',
+            f'{prefix}_{os.getpid()}_{n}_cell1')
 
 
 def _counts(server, cells):
     out = {}
     with server.admin() as admin, admin.cursor() as cursor:
         for db in cells:
-            for table in synth.TABLES:
+            for table in TABLES:
                 cursor.execute(f'SELECT COUNT(*) FROM `{db}`.`{table}`')
                 out[db, table] = cursor.fetchone()[0]
     return out
@@ -264,12 +310,6 @@ def _drop(server, cells):
     with server.admin() as admin, admin.cursor() as cursor:
         for db in cells:
             cursor.execute(f'DROP DATABASE IF EXISTS `{db}`')
-
-
-def _expected(instances, **kwargs):
-    return {(db, t): len(rows)
-            for db, tables in synth.collect(instances, **kwargs).items()
-            for t, rows in tables.items()}
 
 
 def _odd_values(server, cells):
@@ -288,22 +328,25 @@ def _odd_values(server, cells):
 
 
 def _generated_odd_values(instances, **kwargs):
+    """The same values as generated, before any SQL."""
+    name = COLUMNS['instances'].index('display_name')
+    traceback = COLUMNS['instance_actions_events'].index('traceback')
     names, tracebacks = set(), set()
     for _, table, rows in synth.generate(instances, **kwargs):
         if table.endswith('instances'):
-            names |= {r[I.index('display_name')] for r in rows}
+            names |= {r[name] for r in rows}
         elif table.endswith('events'):
-            tracebacks |= {r[E.index('traceback')] for r in rows} - {None}
+            tracebacks |= {r[traceback] for r in rows} - {None}
     return names, tracebacks
 
 
 def test_load_mysql_round_trip(mariadb):
     cells = _cells('synthload')
     kwargs = dict(seed=5, cells=cells, days=200)
+    expected = _per_database(ROWS_1500_SEED_5_DAYS_200, cells)
     try:
         with mariadb.admin() as admin:
             result = synth.load_mysql(admin, 1500, **kwargs)
-        expected = _expected(1500, **kwargs)
         assert result.counts == expected
         assert _counts(mariadb, cells) == expected
         assert _odd_values(mariadb, cells) == \
@@ -315,12 +358,8 @@ def test_load_mysql_round_trip(mariadb):
             cursor.execute(
                 f'SELECT COUNT(*) FROM `{cells[1]}`.instance_actions_events '
                 f'WHERE finish_time IS NULL')
-            unfinished = sum(
-                r[E.index('finish_time')] is None
-                for db, table, rows in synth.generate(1500, **kwargs)
-                if (db, table) == (cells[1], 'instance_actions_events')
-                for r in rows)
-            assert cursor.fetchone()[0] == unfinished > 0
+            assert cursor.fetchone() == \
+                (UNFINISHED_EVENTS_1500_SEED_5_DAYS_200,)
     finally:
         _drop(mariadb, cells)
 
@@ -336,10 +375,10 @@ def _mariadb_client(server):
 def test_dump_loads_with_the_mariadb_client(mariadb, tmp_path, suffix):
     cells = _cells('synthdump')
     kwargs = dict(seed=11, cells=cells, days=120)
+    expected = _per_database(ROWS_800_SEED_11_DAYS_120, cells)
     path = tmp_path / f'nova{suffix}'
     try:
         result = synth.write_dump(path, 800, **kwargs)
-        expected = _expected(800, **kwargs)
         assert result.counts == expected
         opener = gzip.open if suffix.endswith('.gz') else open
         with opener(path, 'rb') as f:
@@ -366,24 +405,22 @@ def test_dump_loads_with_the_mariadb_client(mariadb, tmp_path, suffix):
         _drop(mariadb, cells)
 
 
-def test_odd_names_are_escaped_correctly(mariadb, tmp_path):
+def test_odd_names_are_escaped_correctly(mariadb, tmp_path, monkeypatch):
     """Names with quotes, backslashes and non-ASCII survive a dump."""
     cells = _cells('synthodd')
     kwargs = dict(seed=0, cells=cells, days=30)
-    old = synth.P_ODD_NAME
-    synth.P_ODD_NAME = 0.5
+    monkeypatch.setattr(model, 'P_ODD_NAME', 0.5)
     try:
         path = tmp_path / 'odd.sql'
         synth.write_dump(path, 200, **kwargs)
-        names, _ = _generated_odd_values(200, **kwargs)
-        assert set(synth.ODD_NAMES) <= names
         proc = subprocess.run(_mariadb_client(mariadb),
                               input=path.read_bytes(), capture_output=True,
                               timeout=120)
         assert proc.returncode == 0, proc.stderr.decode()
-        assert _odd_values(mariadb, cells)[0] == names
+        names = _odd_values(mariadb, cells)[0]
+        assert set(model.ODD_NAMES) <= names
+        assert names == _generated_odd_values(200, **kwargs)[0]
     finally:
-        synth.P_ODD_NAME = old
         _drop(mariadb, cells)
 
 
@@ -411,8 +448,33 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert cli.main(['synth', '--instances', '10', '--dump',
                      str(tmp_path / 'missing' / 'x.sql')]) == 1
     assert 'no such directory' in capsys.readouterr().err
-    with pytest.raises(SystemExit):   # exactly one target
-        cli.main(['synth', '--instances', '10'])
+    assert cli.main(['synth', '--instances', '10']) == 2   # no target
+    err = capsys.readouterr().err
+    assert 'one of the arguments --dump --mysql-host is required' in err
+    assert err.count('\n') == 1
+
+
+def test_cli_refuses_a_misspelled_option_and_writes_nothing(tmp_path,
+                                                            capsys):
+    out = tmp_path / 'OUT.sql'
+    assert cli.main(['synth', '--events', '100', '--dump', str(out),
+                     '--sede', '3']) == 2
+    err = capsys.readouterr().err
+    assert 'unknown option --sede' in err
+    assert 'did you mean --seed' in err
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(['synth', '--help'])
+    assert exited.value.code == 0
+    help_text = ' '.join(capsys.readouterr().out.split())
+    for shown in ('(default: 0)', '(default: 2015-09-01)', '(default: 365)',
+                  '(default: nova_cell0,nova_cell1)', '(default: 0.5)',
+                  '(default: 3306)', '(default: root)'):
+        assert help_text.count(shown) == 1, shown
 
 
 def test_cli_loads_mysql(mariadb, tmp_path, capsys):
@@ -430,6 +492,6 @@ def test_cli_loads_mysql(mariadb, tmp_path, capsys):
         out = capsys.readouterr().out
         assert 'synth: wrote 200 instances' in out
         assert _counts(mariadb, cells) == \
-            _expected(200, seed=9, cells=cells)
+            _per_database(ROWS_200_SEED_9, cells)
     finally:
         _drop(mariadb, cells)

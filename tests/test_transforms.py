@@ -1,7 +1,11 @@
 """Pure functions, tested without a pipeline."""
 import hashlib
 import hmac
+import json
+import os
 import pickle
+import subprocess
+import sys
 
 import pyarrow as pa
 import pytest
@@ -34,7 +38,7 @@ def _string_code(text):
         % (1 << 64)
 
 
-def test_buckets_are_stable_across_processes():
+def test_bucket_numbers_are_murmur3_finalized_key_codes():
     table = pa.table({'db': ['nova', 'nova', None], 'id': [7, 8, 9]})
     m = (1 << 64) - 1
     expected = [_fmix64((_string_code('nova') * 1_000_003 + i) & m) % 16
@@ -43,6 +47,31 @@ def test_buckets_are_stable_across_processes():
     uuid = '5d3b6a6e-8a1f-4c65-9a4e-0c6f3f0d9b21'
     assert list(bucket_numbers(pa.table({'u': [uuid]}), ['u'], 1000)) == [
         _fmix64(_string_code(uuid)) % 1000]
+
+
+def _buckets_of_test_keys():
+    """Bucket numbers of a few integer and text keys."""
+    ids = pa.table({'db': ['nova', 'nova', None], 'id': [7, 8, 9]})
+    texts = pa.table({'k': ['5d3b6a6e-8a1f-4c65-9a4e-0c6f3f0d9b21', 'cell1',
+                            'é' * 5]})
+    return [bucket_numbers(ids, ['db', 'id'], 16).tolist(),
+            bucket_numbers(texts, ['k'], 1000).tolist()]
+
+
+def test_buckets_are_stable_across_processes():
+    """A runner shuffles between worker processes, each salting Python's
+    ``hash()`` its own way: a key's bucket must not depend on the process."""
+    expected = [[2, 7, 5], [35, 587, 890]]
+    assert _buckets_of_test_keys() == expected
+    program = ('import json, sys; sys.path.insert(0, sys.argv[1]); '
+               'import test_transforms; '
+               'print(json.dumps(test_transforms._buckets_of_test_keys()))')
+    for seed in ('1', '2'):
+        child = subprocess.run(
+            [sys.executable, '-c', program, os.path.dirname(__file__)],
+            env=dict(os.environ, PYTHONHASHSEED=seed), capture_output=True,
+            text=True, check=True)
+        assert json.loads(child.stdout) == expected, seed
 
 
 def test_bucket_codes_agree_for_text_dictionaries_chunks_and_slices():

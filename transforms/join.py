@@ -68,7 +68,7 @@ def _distinct_count(table, keys):
 def _once(table, name):
     """A row read twice (from the live table, then from its shadow_ copy,
     archived meanwhile) counts once; each copy of a key is in one bucket."""
-    table, dropped = drop_duplicates(table, ['id'])
+    table, dropped = drop_duplicates(table, [DB, 'id'])
     c.count_rejected(name, c.READ_TWICE, dropped)
     return table
 

@@ -3,21 +3,27 @@
 Every source offers the same small interface, so jobs never care which one
 they read:
 
-- ``plan()`` -> ``(splits, estimated_events)``, checking access on the way
-  (a wrong password or a missing table fails here, before the run starts);
+- ``plan()`` -> ``(splits, estimated_events)``, checking the input on the
+  way (a wrong password, a missing database or table, a file that is no
+  dump fails here, before the run starts);
 - ``reader(splits)`` -> a PTransform ``PBegin -> (table, Arrow batch)``
-  pairs: ``table`` is 'instances', 'actions' or 'events', the batch in
+  pairs (``read.ReadSplits`` of a DoFn reading one split): ``table`` is
+  'instances', 'actions' or 'events', the batch in
   ``transforms.schema.source_schema(table)``; one PCollection for all three,
   which the join groups without merging PCollections first;
 - ``describe()`` -> a JSON-able description for the manifest (no secrets);
+- ``about()`` -> one plain-English line on what is read, for the run's
+  start-up log (``about.about_line``), e.g. ``dump nova-demo.sql.gz (1.0 MB,
+  gzip), every database in it (live and shadow_ tables)``; call it after
+  ``plan()``, which checks the input is there;
 - ``raw_identities(among=None)`` -> the raw values masking must hide, for
   leak checks (with ``among``, only those among the given candidates).
 """
-from starcompactor.pipeline.sources.dump import NovaDumpSource
 from starcompactor.pipeline.errors import UserError
-from starcompactor.pipeline.sources.mysql_connection import MySQLConnection
-from starcompactor.pipeline.sources.mysql import NovaMySQLSource
 from starcompactor.pipeline.options import NovaSourceOptions
+from starcompactor.pipeline.sources.dump import NovaDumpSource
+from starcompactor.pipeline.sources.mysql import NovaMySQLSource
+from starcompactor.pipeline.sources.mysql_connection import MySQLConnection
 from starcompactor.pipeline.times import parse_iso_utc, to_nova_text
 
 

@@ -23,8 +23,10 @@ import pyarrow.csv as pa_csv
 import pymysql
 
 from starcompactor.pipeline.errors import UserError
+from starcompactor.pipeline.sources.about import about_line, database_names
+from starcompactor.pipeline.sources.read import ReadSplits
 from starcompactor.pipeline.threads import prefetched
-from starcompactor.transforms import counters as c
+from starcompactor.transforms import counters
 from starcompactor.transforms.buckets import concat
 from starcompactor.transforms.mask import DEFAULT_MASKED as IDENTITY_COLUMNS
 from starcompactor.transforms.schema import (
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 # Errors after which a fresh connection can carry on where the last ended:
 # server gone away, lost during query, connection killed.
 LOST_CONNECTION = {2006, 2013, 2055, 1927}
+SYSTEM_DATABASES = {'information_schema', 'mysql', 'performance_schema',
+                    'sys'}
 
 
 @dataclass(frozen=True)
@@ -169,7 +173,8 @@ class NovaMySQLSource:
         self.split_ids = split_ids
 
     def reader(self, splits):
-        return ReadNovaMySQL(self, splits)
+        return ReadSplits(splits, ReadTableSplits(
+            self.connection, self.window, self.batch_rows))
 
     def raw_identities(self, among=None):
         """Every distinct raw user, project, instance name and host; with
@@ -209,6 +214,11 @@ class NovaMySQLSource:
                 'databases': self.databases, 'archived': self.archived,
                 'window': {'start': start, 'end': end}}
 
+    def about(self):
+        return about_line(f'MySQL {self.connection.describe()}',
+                          database_names(self.databases), self.archived,
+                          self.window)
+
     def nova_tables(self, table):
         """The Nova tables of a logical table, in the order they are read."""
         prefixes = ('', SHADOW_PREFIX) if self.archived else ('',)
@@ -225,6 +235,7 @@ class NovaMySQLSource:
         connection = self.connection.connect()
         try:
             with connection.cursor() as cursor:
+                self._check_databases(cursor)
                 for database in self.databases:
                     for table in SOURCE_TABLES:
                         nova_tables = self.nova_tables(table)
@@ -240,6 +251,24 @@ class NovaMySQLSource:
         finally:
             connection.close()
         return splits, estimated_events
+
+    def _check_databases(self, cursor):
+        """Every database asked for is on the server, and visible to the
+        user (else a missing database reads as a missing table or grant)."""
+        try:
+            cursor.execute(
+                'SELECT SCHEMA_NAME FROM information_schema.SCHEMATA')
+        except pymysql.err.MySQLError as e:
+            raise self.connection.error(e) from None
+        visible = {name.decode('utf-8', 'replace') for name, in cursor}
+        missing = [d for d in self.databases if d not in visible]
+        if missing:
+            shown = ', '.join(sorted(visible - SYSTEM_DATABASES))
+            raise UserError(
+                f'unknown or inaccessible database '
+                f'{", ".join(map(repr, missing))} on '
+                f'{self.connection.describe()} ({self.connection.user} sees '
+                f'{shown or "no database"})')
 
     def _id_range(self, cursor, database, table, nova_table):
         columns = ', '.join(_quote(name) for name, _ in SOURCE_COLUMNS[table])
@@ -397,8 +426,9 @@ class ReadTableSplits(beam.DoFn):
                     f'{split.database}.{nova_table}: {rows} rows from id '
                     f'{first_id} came back incomplete; raise the server\'s '
                     f'max_allowed_packet')
-            c.count_read(split.table, invalid)
-            c.count_rejected(split.table, c.INVALID_UTF8, invalid)
+            counters.count_read(split.table, invalid)
+            counters.count_rejected(split.table, counters.INVALID_UTF8,
+                                    invalid)
             gathered.append(batch)
             gathered_rows += batch.num_rows
             if gathered_rows >= self.batch_rows:
@@ -411,20 +441,3 @@ class ReadTableSplits(beam.DoFn):
         for db in self._connections:
             if db.open:
                 db.close()
-
-
-class ReadNovaMySQL(beam.PTransform):
-    """PBegin -> ``(logical table, Arrow batch)`` pairs of every table."""
-
-    def __init__(self, source, splits):
-        super().__init__()
-        self.source = source
-        self.splits = splits
-
-    def expand(self, pbegin):
-        source = self.source
-        return (pbegin
-                | 'TableSplits' >> beam.Create(self.splits)
-                | 'SpreadTableSplits' >> beam.Reshuffle()
-                | 'ReadTableSplits' >> beam.ParDo(ReadTableSplits(
-                    source.connection, source.window, source.batch_rows)))

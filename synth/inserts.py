@@ -28,9 +28,10 @@ def _plain_text_or_null(value):
     return 'NULL' if value is None else "'" + value + "'"
 
 
-# How each kind of column appears in a row's template, and the function
-# that makes its value fit there (values without one are inserted as they
-# are: most are, which keeps formatting fast).
+# A row is one ``%`` over a template of all of the table's columns: numbers
+# and plain text that is never NULL (quoted by the template) go in as they
+# are, which keeps formatting fast; values that may be NULL or need escapes
+# are made literals first.
 _PLACEHOLDERS = {NUMBER: '%s', PLAIN_TEXT: "'%s'", PLAIN_TEXT_OR_NULL: '%s',
                  ANY: '%s'}
 _TO_LITERAL = {PLAIN_TEXT_OR_NULL: _plain_text_or_null, ANY: sql_literal}
