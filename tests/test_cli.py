@@ -4,8 +4,6 @@ import shutil
 import subprocess
 import sys
 
-import pytest
-
 import golden
 from conftest import READER, READER_PASSWORD
 from helpers import read_csv
@@ -257,7 +255,6 @@ def test_the_sampled_leak_check_asks_the_source_about_its_sample_only(
     from starcompactor.pipeline import leaks, shards
     from starcompactor.pipeline.sources.mysql_connection import MySQLConnection
     from starcompactor.pipeline.sources.mysql import NovaMySQLSource
-    from starcompactor.transforms.mask import KeySource
     source = NovaMySQLSource(
         MySQLConnection(mariadb.host, mariadb.port, READER,
                         str(password_file)), [golden_db])
@@ -274,6 +271,6 @@ def test_the_sampled_leak_check_asks_the_source_about_its_sample_only(
                         '--mask-method', 'none')
     assert run.returncode == 0, run.stderr
     paths = shards.find(str(raw))
-    found = leaks.check(paths, source, KeySource(), rows_per_file=2)
+    found = leaks.check(paths, source, None, rows_per_file=2)
     assert found and {leak.file for leak in found} == set(paths)
     assert all(leak.row <= 2 for leak in found)

@@ -385,7 +385,7 @@ def _instance_keys(uuids):
          'instance_uuid': uuids})
 
 
-def test_earliest_start_in_bucket_counts_only_events_that_find_their_instance():
+def test_earliest_start_in_bucket_is_of_events_that_find_their_instance():
     element = (0, [_starts([(U_MISSING, 1577836800), (U1, 1577836810)]),
                    _starts([(U2, 1577840400)]),
                    _instance_keys([U1, U2])])
