@@ -16,14 +16,13 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from starcompactor.pipeline import leaks, runners, shards
 from starcompactor.pipeline.errors import UserError
 from starcompactor.pipeline.manifest import write_manifest
-from starcompactor.pipeline.shards import manifest_path
 from starcompactor.pipeline.options import InstancesOptions
 from starcompactor.pipeline.progress import ProgressDisplay, run_folder
-from starcompactor.pipeline.shards import FORMATS
+from starcompactor.pipeline.shards import FORMATS, manifest_path
 from starcompactor.pipeline.sinks import WriteTrace
 from starcompactor.pipeline.sources import nova_source, split_list
-from starcompactor.pipeline.threads import in_background
 from starcompactor.pipeline.summary import Summary, counters_of
+from starcompactor.pipeline.threads import in_background
 from starcompactor.pipeline.times import UTC, parse_iso_utc, to_iso, to_seconds
 from starcompactor.transforms import mask
 from starcompactor.transforms.schema import SOURCE_TABLES
