@@ -486,6 +486,19 @@ class History:
             out.append((name, s, f, 'Success', None, host, None))
         return out, message, state
 
+    def _take_action(self, actions, info, kind, start, who, raw_events):
+        """One action on an instance (failures and stuck events applied),
+        recorded in ``actions``; returns its state, 'ok', 'error' or
+        'running' (then the instance is left in the action's task state)."""
+        events, message, state = self._finish_action(kind, start, raw_events,
+                                                     P_FAIL[kind])
+        actions.append((start, kind, who[0], who[1], 'req-' + _uuid4(self.rng),
+                        message, events))
+        info['last'] = max([e[2] or e[1] for e in events] + [start])
+        if state == 'running':
+            info['task_state'] = TASK_STATES[kind]
+        return state
+
     def _lifecycle(self, t, index, cell0, request_id):
         """The actions of one instance, and its final columns."""
         rng, d = self.rng, self._duration
@@ -586,15 +599,11 @@ class History:
                     dst = host or self.hosts[cell][
                         int(rng.random() * len(self.hosts[cell]))]
                 who = self.admin if kind == 'live-migration' else (uid, pid)
-                raw = self._op_events(kind, start, host, dst, None)
-                events, message, st = self._finish_action(
-                    kind, start, raw, P_FAIL[kind])
-                actions.append((start, kind, who[0], who[1],
-                                'req-' + _uuid4(rng), message, events))
-                cur = max([e[2] or e[1] for e in events] + [start])
-                info['last'] = cur
+                st = self._take_action(
+                    actions, info, kind, start, who,
+                    self._op_events(kind, start, host, dst, None))
+                cur = info['last']
                 if st == 'running':
-                    info['task_state'] = TASK_STATES[kind]
                     info['vm_state'], state = state, 'running'
                     break
                 if st == 'error':
@@ -632,16 +641,11 @@ class History:
                     ft = cur + self._duration(1200, 1.5, 30)
                     if ft >= min(end, self.now):
                         continue
-                    raw = self._op_events(follow_kind, ft, dst, None,
-                                          old_host)
-                    events, message, st = self._finish_action(
-                        follow_kind, ft, raw, P_FAIL[follow_kind])
-                    actions.append((ft, follow_kind, uid, pid,
-                                    'req-' + _uuid4(rng), message, events))
-                    cur = max([e[2] or e[1] for e in events] + [ft])
-                    info['last'] = cur
+                    st = self._take_action(
+                        actions, info, follow_kind, ft, (uid, pid),
+                        self._op_events(follow_kind, ft, dst, None, old_host))
+                    cur = info['last']
                     if st == 'running':
-                        info['task_state'] = TASK_STATES[follow_kind]
                         info['vm_state'], state = state, 'running'
                         break
                     if st == 'error':
