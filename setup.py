@@ -12,11 +12,17 @@ PACKAGES = {
     'starcompactor.pipeline': 'pipeline',
     'starcompactor.pipeline.sources': 'pipeline/sources',
     'starcompactor.pipeline.sources.dump': 'pipeline/sources/dump',
+    'starcompactor.pipeline.sources.nova_api': 'pipeline/sources/nova_api',
     'starcompactor.pipeline.sinks': 'pipeline/sinks',
     'starcompactor.transforms': 'transforms',
     'starcompactor.synth': 'synth',
     'starcompactor.report': 'report',
 }
+
+
+# --runner DaskRunner (pipeline/dask_runner.py); the floor is that of Beam's
+# own extra, apache-beam[dask]. The tests run on a Dask cluster too.
+DASK = ['dask[distributed]>=2024.4.2']
 
 
 def requirements():
@@ -36,7 +42,7 @@ setup(
     package_data={'starcompactor.pipeline': ['demo/*.sql.gz'],
                   'starcompactor.synth': ['sql/*.sql']},
     install_requires=requirements(),
-    extras_require={'test': ['pytest>=7']},
+    extras_require={'dask': DASK, 'test': ['pytest>=7', *DASK]},
     entry_points={'console_scripts': [
         'starcompactor = starcompactor.pipeline.cli:main']},
 )

@@ -2,7 +2,7 @@
 """Benchmark of ``starcompactor instances`` against a throwaway MariaDB.
 
     python benchmarks/run.py --events 500000 [--events 2000000] [--repeat 3]
-                             [--seed 0] [--keep-server DIR]
+                             [--seed 0] [--keep-server DIR] [--only TEXT]
 
 For each ``--events N``: starts a private ``mariadbd`` (tests/mariadb_server.py)
 whose data directory is kept in ``DIR/bench-mariadb-<N>-<seed>`` (default DIR:
@@ -16,15 +16,18 @@ times (medians reported):
   cells, one after the other; total wall time);
 * the whole ``starcompactor instances`` command, ``--formats csv`` and the
   default formats, on the DirectRunner in_memory (default) and
-  multi_processing with 2 workers; and, if the CLI has ``--dump``, the same
-  on a dump file written once by ``synth.write_dump`` (cached next to the
-  data directory).
+  multi_processing with 2 workers, and on the DaskRunner with the local
+  cluster the command starts (a scheduler in the command, 2 worker
+  processes); and, if the CLI has ``--dump``, the same on a dump file
+  written once by ``synth.write_dump`` (cached next to the data directory).
+  ``--only TEXT`` (repeatable) runs only the configurations whose name
+  (``MySQL, dask x2, csv``) contains one of the texts.
 
 Every run's wall time, trace rows/s (from the summary line) and peak RSS of
 the whole process tree (sampled from /proc every 50 ms) are recorded. The
 traces of all runs must be equal (sorted CSV lines; same key and epoch), and
 equal to a plain SQL join computed here. Results go to stdout and to
-``benchmarks/results-<N>.md``.
+``benchmarks/results-<N>.md`` (``results-<N>-<texts>.md`` with ``--only``).
 """
 import argparse
 import csv
@@ -63,6 +66,7 @@ MODES = {
     'in_memory': [],
     'multi_processing x2': ['--direct_running_mode=multi_processing',
                             '--direct_num_workers=2'],
+    'dask x2': ['--runner', 'DaskRunner', '--dask_workers', '2'],
 }
 FORMATS = {'csv': ['--formats', 'csv'], 'csv,avro (default)': []}
 
@@ -378,6 +382,9 @@ def bench(events, args):
             for mode, mode_args in MODES.items():
                 for formats, format_args in FORMATS.items():
                     name = f'{source}, {mode}, {formats}'
+                    if args.only and not any(text.lower() in name.lower()
+                                             for text in args.only):
+                        continue
                     out = os.path.join(
                         work, re.sub(r'[^a-z0-9]+', '-', name.lower()),
                         'trace')
@@ -441,7 +448,9 @@ def bench(events, args):
                         beam_version)
         print()
         print(report)
-        path = os.path.join(HERE, f'results-{events}.md')
+        only = ''.join(f'-{re.sub(r"[^a-z0-9]+", "-", text.lower())}'
+                       for text in args.only or ())
+        path = os.path.join(HERE, f'results-{events}{only}.md')
         with open(path, 'w') as f:
             f.write(report)
         print(f'written to {path}')
@@ -457,7 +466,8 @@ def render(events, args, meta, mach, limit, limits, source_rows, event_rows,
         f'# starcompactor benchmark: {events:,} events',
         '',
         f'Command: `python benchmarks/run.py --events {events} '
-        f'--repeat {args.repeat} --seed {args.seed}`  ',
+        f'--repeat {args.repeat} --seed {args.seed}'
+        + ''.join(f' --only "{text}"' for text in args.only or ()) + '`  ',
         f'Dataset: {meta["summary"].split(" at ")[0]} '
         f'(seed {args.seed}; {source_rows:,} source rows in 12 tables, '
         f'{event_rows:,} events)  ',
@@ -519,6 +529,10 @@ def main(argv=None):
                         help='where the loaded servers are kept, as '
                              'DIR/bench-mariadb-<events>-<seed> (default: '
                              '%(default)s)')
+    parser.add_argument('--only', metavar='TEXT', action='append',
+                        help='only the configurations whose name contains '
+                             'TEXT, e.g. "dask" or "MySQL, in_memory"; '
+                             'repeatable')
     args = parser.parse_args(argv)
     ok = True
     for events in args.events or [500000]:

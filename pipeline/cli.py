@@ -19,6 +19,7 @@ USAGE = """usage: starcompactor COMMAND [OPTIONS]
 commands:
   demo        trace and report of the bundled demo history (no server)
   instances   extract the instance-event trace from Nova databases
+  hosts       extract the host (machine) event trace from Nova databases
   verify      check a trace's files for raw identities and the key
   report      statistics and plots of a trace (HTML and JSON)
   synth       write a synthetic Nova history (MySQL or a dump file)
@@ -89,9 +90,22 @@ def _instances_parser(prog='starcompactor instances'):
 
 
 def _instances(argv):
-    from starcompactor.pipeline import instances
+    from starcompactor.pipeline import instances, runners
+    runners.load_runner_options(argv)
     _instances_parser().parse_strict(argv, beam_options=True)
     instances.run(argv)
+
+
+def _hosts(argv):
+    from starcompactor.pipeline import hosts, runners
+    from starcompactor.pipeline.options import HostsOptions
+    runners.load_runner_options(argv)
+    parser = _instances_parser('starcompactor hosts')
+    parser.description = ('Extract an anonymized host (machine) event trace '
+                          'from Nova: one database, or a series of dumps.')
+    HostsOptions._add_argparse_args(parser)
+    parser.parse_strict(argv, beam_options=True)
+    hosts.run(argv)
 
 
 def _synth(argv):
@@ -103,7 +117,8 @@ def _demo(argv):
     """The main job on its embedded default: the bundled synthetic history
     (a mysqldump file made by ``starcompactor synth``), then its report."""
     from starcompactor import report
-    from starcompactor.pipeline import instances, shards
+    from starcompactor.pipeline import instances, runners, shards
+    runners.load_runner_options(argv)
     parser = StrictParser(
         prog='starcompactor demo',
         description='Trace and report of the bundled demo Nova history '
@@ -130,6 +145,8 @@ def _report(argv):
 def _verify(argv):
     from apache_beam.options.pipeline_options import PipelineOptions
     from starcompactor.pipeline import leaks, shards, sources
+    from starcompactor.pipeline.hosts import HostsJob
+    from starcompactor.pipeline.instances import InstancesJob
     from starcompactor.pipeline.options import NovaSourceOptions
     from starcompactor.transforms import mask
     parser = StrictParser(
@@ -143,10 +160,10 @@ def _verify(argv):
                              f'supplied (or ${mask.KEY_ENV})')
     NovaSourceOptions._add_argparse_args(parser)
     args = parser.parse_strict(argv)
-    if not (args.dump or args.databases):
+    if not (args.dump or args.databases or args.api):
         raise UserError('verify compares a trace with the source it was made '
-                        'from: give --dump FILE... or --databases DB,... '
-                        '(with --mysql-host, --mysql-user, ...)')
+                        'from: give --dump FILE..., --databases DB,... '
+                        '(with --mysql-host, --mysql-user, ...) or --api')
     paths = shards.find(args.prefix)
     if not paths:
         raise UserError(f'no trace files at {args.prefix} '
@@ -157,9 +174,14 @@ def _verify(argv):
             key_source)
     except mask.MaskKeyError as e:
         raise UserError(str(e))
+    # The trace's kind says which source tables hold its identities.
+    jobs = (InstancesJob, HostsJob)
+    table = shards.trace_table(paths, [job.trace_table for job in jobs])
+    source_tables = next(job.source_tables for job in jobs
+                         if job.trace_table is table)
     source_flags = [a for a in argv if a != args.prefix]
     found = leaks.check(paths, sources.nova_source(
-        PipelineOptions(source_flags)), key)
+        PipelineOptions(source_flags), source_tables), key)
     for leak in found[:20]:
         print(f'LEAK {leak}')
     if found:
@@ -168,7 +190,8 @@ def _verify(argv):
           f'found')
 
 
-COMMANDS = {'demo': _demo, 'instances': _instances, 'verify': _verify,
+COMMANDS = {'demo': _demo, 'instances': _instances, 'hosts': _hosts,
+            'verify': _verify,
             'synth': _synth, 'report': _report}
 
 

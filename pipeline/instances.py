@@ -15,17 +15,18 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from starcompactor.pipeline import leaks, runners, shards
 from starcompactor.pipeline.errors import UserError
-from starcompactor.pipeline.manifest import write_manifest
+from starcompactor.pipeline.counts import WriteCounts, counts_path, read_counts
+from starcompactor.pipeline.manifest import manifest_of, write_manifest
 from starcompactor.pipeline.options import InstancesOptions
 from starcompactor.pipeline.progress import ProgressDisplay, run_folder
 from starcompactor.pipeline.shards import FORMATS, manifest_path
 from starcompactor.pipeline.sinks import WriteTrace
 from starcompactor.pipeline.sources import nova_source, split_list
-from starcompactor.pipeline.summary import Summary, counters_of
+from starcompactor.pipeline.summary import Summary
 from starcompactor.pipeline.threads import in_background
 from starcompactor.pipeline.times import UTC, parse_iso_utc, to_iso, to_seconds
 from starcompactor.transforms import mask
-from starcompactor.transforms.schema import SOURCE_TABLES
+from starcompactor.transforms.schema import INSTANCE_TRACE, SOURCE_TABLES
 from starcompactor.transforms.trace import BuildTrace, TraceSpec
 
 log = logging.getLogger('starcompactor')
@@ -84,7 +85,14 @@ def _about(count):
 
 
 class InstancesJob:
-    """Validated settings of one run, and the graph they describe."""
+    """Validated settings of one run, and the graph they describe.
+
+    Other trace jobs (``pipeline.hosts``) share its output handling, run
+    and checks, and say what they read and write here."""
+    command = 'instances'
+    source_tables = SOURCE_TABLES    # what the source reads
+    summary_tables = SOURCE_TABLES   # what the summary balances
+    trace_table = INSTANCE_TRACE
 
     def __init__(self, options, now=None):
         self.options = options
@@ -106,7 +114,7 @@ class InstancesJob:
         self.estimated_events = None
 
         epoch = parse_iso_utc(opts.epoch, '--epoch') if opts.epoch else None
-        self.source = nova_source(options)
+        self.source = nova_source(options, self.source_tables)
 
         key_source = mask.key_source_for(opts.mask_key_file)
         self._supplied_key = None
@@ -124,18 +132,25 @@ class InstancesJob:
                            opts.mask_method != mask.NO_MASKING)
 
     def build(self, pipeline):
-        """Add the job to ``pipeline``; returns the PCollection of files."""
+        """Add the job to ``pipeline``: the trace's files, and the run's
+        counts (``counts_path``); returns the PCollection of files."""
         splits, self.estimated_events = self.source.plan()
         num_buckets = buckets_for(self.estimated_events,
                                   self.requested_buckets)
         log.info('reading %s: about %s events in %d splits, %d join buckets',
                  self.source.about(), _about(self.estimated_events),
                  len(splits), num_buckets)
-        return (pipeline
-                | 'ReadNova' >> self.source.reader(splits)
-                | 'BuildTrace' >> BuildTrace(self.spec, num_buckets)
-                | 'WriteTrace' >> WriteTrace(self.output, self.formats,
-                                             self.num_shards, self.run_id))
+        files = (pipeline
+                 | 'ReadNova' >> self.source.reader(splits)
+                 | 'BuildTrace' >> BuildTrace(self.spec, num_buckets)
+                 | 'WriteTrace' >> WriteTrace(self.output, self.formats,
+                                              self.num_shards, self.run_id))
+        _ = pipeline | 'Counts' >> WriteCounts(self.counts_path)
+        return files
+
+    @property
+    def counts_path(self):
+        return counts_path(self.output, self.run_id)
 
     def written_files(self, formats=None):
         return shards.find(self.output, formats or self.formats)
@@ -188,9 +203,23 @@ class InstancesJob:
             with contextlib.suppress(OSError):   # not empty: not ours alone
                 os.rmdir(folder)
 
-    def summarize(self, result, seconds):
-        return Summary.from_counters(counters_of(result), seconds,
-                                     self.written_files())
+    def summarize(self, seconds):
+        """The summary of a finished run (before its temporary folder, where
+        the counts are, is removed)."""
+        return Summary.from_counters(read_counts(self.counts_path), seconds,
+                                     self.written_files(),
+                                     self.summary_tables)
+
+    def check_balance(self, summary, manifest):
+        """A run must never be silently wrong: its counts must balance, and
+        its files hold the rows it made."""
+        rows_written = {fmt: sum(shard['rows'] for shard in manifest['shards']
+                                 if shard['format'] == fmt)
+                        for fmt in self.formats}
+        problem = summary.imbalance(rows_written)
+        if problem:
+            raise UserError(f'the run does not add up ({problem}): the runner '
+                            f'lost data; nothing was written')
 
     def check_for_leaks(self, summary):
         """The sampled leak check of a finished run (``leaks.check``)."""
@@ -221,10 +250,11 @@ class InstancesJob:
         }
 
 
-def run(argv):
-    # --runner PrismRunner / FlinkRunner: their binaries, resolved offline.
+def run(argv, job_class=InstancesJob):
+    # --runner PrismRunner / FlinkRunner: their binaries, resolved offline;
+    # --runner DaskRunner: the project's (pipeline/dask_runner.py).
     options = PipelineOptions(runners.prepare_runner_options(argv))
-    job = InstancesJob(options)
+    job = job_class(options)
     job.prepare_output()
     began = time.monotonic()
     with run_folder() as progress_folder:
@@ -232,16 +262,19 @@ def run(argv):
         job.build(pipeline)
         job.make_output_folder()
         try:
-            with ProgressDisplay(progress_folder, SOURCE_TABLES,
+            with ProgressDisplay(progress_folder, job.source_tables,
                                  job.estimated_events):
                 result = pipeline.run()
                 result.wait_until_finish()
+            summary = job.summarize(time.monotonic() - began)
             job.remove_temporary_folder()
-            summary = job.summarize(result, time.monotonic() - began)
             # The check waits mostly on the source; the manifest, on files.
             leak_check = (in_background(job.check_for_leaks, summary)
                           if job.leak_check else None)
-            write_manifest(job.output, summary, job.facts(summary))
+            manifest = manifest_of(summary, job.facts(summary),
+                                   job.trace_table)
+            job.check_balance(summary, manifest)
+            write_manifest(job.output, manifest)
             found = leak_check.result() if leak_check else []
         except BaseException:
             job.remove_partial_trace()
@@ -250,7 +283,7 @@ def run(argv):
         raise UserError(f'leak check failed: {found[0]} (and '
                         f'{len(found) - 1} more); do not publish '
                         f'{job.output}')
-    print(f'starcompactor instances: cut {to_iso(job.cut)}')
+    print(f'starcompactor {job.command}: cut {to_iso(job.cut)}')
     for line in summary.lines():
         print(line)
     print(f'  wrote {manifest_path(job.output)}')

@@ -12,7 +12,7 @@ import os
 import starcompactor
 from starcompactor.pipeline.shards import count_rows, file_format, manifest_path
 from starcompactor.pipeline.threads import ordered_map
-from starcompactor.transforms.schema import CSV_HEADER
+from starcompactor.transforms.schema import INSTANCE_TRACE
 
 
 def _sha256(path):
@@ -23,25 +23,26 @@ def _sha256(path):
     return digest.hexdigest()
 
 
-def _count_rows(path):
-    return count_rows(path, CSV_HEADER[0])
+def describe_shards(paths, table=INSTANCE_TRACE):
+    """Each shard of a ``table`` (``schema.TraceTable``): its name, format,
+    rows and sha256; files are read on every core at once (hashing and
+    Arrow's CSV reader run without the GIL)."""
+    def rows(path):
+        return count_rows(path, table.csv_header[0])
 
-
-def describe_shards(paths):
-    """Each shard's name, format, rows and sha256; files are read on every
-    core at once (hashing and Arrow's CSV reader run without the GIL)."""
     facts = ordered_map(lambda task: task[0](task[1]),
                         [(fact, path) for path in paths
-                         for fact in (_count_rows, _sha256)])
+                         for fact in (rows, _sha256)])
     return [{'file': os.path.basename(path),
              'format': file_format(path),
              'rows': rows, 'sha256': sha256}
             for path, rows, sha256 in zip(paths, facts[::2], facts[1::2])]
 
 
-def write_manifest(prefix, summary, facts):
-    """Write the manifest; ``facts`` describes the run (cut, epoch, key...)."""
-    manifest = {
+def manifest_of(summary, facts, table=INSTANCE_TRACE):
+    """The manifest of a finished run; ``facts`` describes the run (cut,
+    epoch, key...)."""
+    return {
         'tool': 'starcompactor',
         'version': starcompactor.__version__,
         **facts,
@@ -50,12 +51,14 @@ def write_manifest(prefix, summary, facts):
             table: {'read': count.read, 'in_trace': count.in_trace,
                     'left_out': summary.rejects(table)}
             for table, count in summary.tables.items()},
-        'shards': describe_shards(summary.files),
+        'shards': describe_shards(summary.files, table),
     }
+
+
+def write_manifest(prefix, manifest):
     path = manifest_path(prefix)
     temporary = path + '.tmp'
     with open(temporary, 'w', encoding='utf-8') as f:
         json.dump(manifest, f, indent=2, sort_keys=False)
         f.write('\n')
     os.replace(temporary, path)
-    return manifest

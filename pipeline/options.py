@@ -24,6 +24,25 @@ def whole_number(text):
     return value
 
 
+def positive_number(text):
+    """argparse type: an integer >= 1."""
+    value = whole_number(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'{text!r} is not 1 or more')
+    return value
+
+
+def positive_rate(text):
+    """argparse type: a number > 0 (requests per second)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a number above 0')
+    return value
+
+
 class NovaSourceOptions(PipelineOptions):
     """Where Nova's tables come from, and which rows of them."""
 
@@ -58,6 +77,30 @@ class NovaSourceOptions(PipelineOptions):
                             'ISO-8601 time (UTC unless a zone is given)')
         source.add_argument('--end', help='only events starting before this '
                                           'ISO-8601 time')
+        api = parser.add_argument_group(
+            'source: the Nova compute API (Keystone v3; credentials from '
+            'the OS_* environment unless --osrc or --os-cloud)')
+        api.add_argument('--api', action='store_true',
+                         help='read servers, actions and events through the '
+                              'compute API instead of the databases')
+        api.add_argument('--osrc', metavar='FILE',
+                         help='openrc file to take OS_* variables from (read, '
+                              'not run)')
+        api.add_argument('--os-cloud', dest='os_cloud', metavar='NAME',
+                         help='cloud in clouds.yaml ($OS_CLIENT_CONFIG_FILE, '
+                              './, ~/.config/openstack/, /etc/openstack/)')
+        api.add_argument('--api-page-size', dest='api_page_size',
+                         type=positive_number, default=1000,
+                         help='servers (and actions) per listing page; the '
+                              'cloud may cap it (Nova\'s default max_limit '
+                              'is 1000)')
+        api.add_argument('--api-concurrency', dest='api_concurrency',
+                         type=positive_number, default=16,
+                         help='requests in flight per worker (lower it, or '
+                              'set --api-rate, to spare a busy cloud)')
+        api.add_argument('--api-rate', dest='api_rate', type=positive_rate,
+                         help='at most this many new requests per second '
+                              'per worker')
 
 
 class InstancesOptions(PipelineOptions):
@@ -97,3 +140,16 @@ class InstancesOptions(PipelineOptions):
         trace.add_argument(
             '--buckets', type=whole_number, default=0,
             help='hash buckets of the join (0: from the data size)')
+
+
+class HostsOptions(PipelineOptions):
+    """What only the host (machine) event trace needs."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        hosts = parser.add_argument_group('host trace')
+        hosts.add_argument(
+            '--rack-regex', dest='rack_regex',
+            help='regular expression on the host name whose first group (or '
+                 'whole match) is the rack; RACK is its index among the '
+                 'sorted distinct racks')

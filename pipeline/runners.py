@@ -1,4 +1,5 @@
-"""Apache Beam's portable runners (Prism, Flink) made usable offline.
+"""Apache Beam's portable runners (Prism, Flink) made usable offline, and
+``--runner DaskRunner`` mapped to this project's Dask runner.
 
 Beam's Python SDK finds its runner binaries by downloading them from GitHub
 (Prism) or from Beam's own HTTPS repository (the Flink job server jar). Where
@@ -17,6 +18,8 @@ them through the ordinary clients instead, once, into a user cache
 
 ``prepare_runner_options(argv)`` is the entry point: it returns argv with the
 runner's location options filled in, or raises a one-line ``UserError``.
+``DaskRunner`` (or Beam's own, by its full name) becomes
+``pipeline.dask_runner.DaskRunner``, which fixes Beam's translation.
 ``python -m starcompactor.pipeline.runners prism|flink-jar`` resolves one
 ahead of time.
 
@@ -37,6 +40,7 @@ Caveats (Beam 2.77):
 import argparse
 import contextlib
 import fcntl
+import importlib
 import os
 import re
 import shutil
@@ -61,6 +65,8 @@ PRISM_PACKAGE = 'github.com/apache/beam/sdks/v2/go/cmd/prism'
 
 _FLINK_RUNNER = 'apache_beam.runners.portability.flink_runner.FlinkRunner'
 _PRISM_RUNNER = 'apache_beam.runners.portability.prism_runner.PrismRunner'
+_BEAM_DASK_RUNNER = 'apache_beam.runners.dask.dask_runner.DaskRunner'
+DASK_RUNNER = 'starcompactor.pipeline.dask_runner.DaskRunner'
 
 # Resolution can take minutes (a 200+ MB jar, a Go build); a hung one must
 # not hang the CLI forever.
@@ -225,10 +231,31 @@ def prism_binary(beam_version: str = BEAM_VERSION) -> str:
 # Options
 
 def _runner_class(name: str) -> str:
-    """The class Beam's create_runner picks for --runner name (its rule)."""
+    """The class Beam's create_runner picks for --runner name (its rule),
+    where DaskRunner is this project's."""
+    if name == _BEAM_DASK_RUNNER:
+        return DASK_RUNNER
     known = {path.rsplit('.', 1)[-1].lower(): path
-             for path in StandardOptions.ALL_KNOWN_RUNNERS}
+             for path in (*StandardOptions.ALL_KNOWN_RUNNERS, DASK_RUNNER)}
     return known.get(name.lower(), known.get(name.lower() + 'runner', name))
+
+
+def _given_runner(argv) -> str:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument('--runner', default=StandardOptions.DEFAULT_RUNNER)
+    return _runner_class(parser.parse_known_args(argv)[0].runner)
+
+
+def load_runner_options(argv):
+    """Beam knows a runner's options (--dask_client_address, ...) once the
+    runner's module is imported: the Dask runner's is, for a Dask run only
+    (importing Dask takes 0.3 s). Call before parsing argv strictly."""
+    if _given_runner(argv) == DASK_RUNNER:
+        try:
+            importlib.import_module(DASK_RUNNER.rsplit('.', 1)[0])
+        except ImportError:
+            raise UserError("--runner DaskRunner needs Dask: pip install "
+                            "'starcompactor[dask]'") from None
 
 
 def _given_or_resolved_flink_jar(flink_version: str) -> str:
@@ -247,8 +274,9 @@ def prepare_runner_options(argv):
     --environment_type=LOOPBACK and, unless argv has one,
     --flink_job_server_jar (STARCOMPACTOR_FLINK_JOB_SERVER_JAR, else resolved
     through Maven). --runner PrismRunner: --environment_type=LOOPBACK and,
-    unless argv has one, --prism_location (built with go install). Other
-    runners: argv unchanged. What argv gives itself is kept and wins.
+    unless argv has one, --prism_location (built with go install).
+    --runner DaskRunner: this project's (``dask_runner``). Other runners:
+    argv unchanged. What argv gives itself is kept and wins.
     Raises UserError when the runner cannot be had or a Beam option in argv
     is malformed."""
     argv = list(argv)
@@ -256,6 +284,9 @@ def prepare_runner_options(argv):
     parser.set_defaults(flink_version=DEFAULT_FLINK_VERSION)
     options = parser.parse_known_args(argv)[0]
     runner = _runner_class(options.runner or StandardOptions.DEFAULT_RUNNER)
+    if runner == DASK_RUNNER:
+        load_runner_options(argv)
+        return [*argv, f'--runner={DASK_RUNNER}']   # the last one counts
     if runner == _FLINK_RUNNER:
         added = [f'--flink_version={DEFAULT_FLINK_VERSION}',
                  '--flink_master=[local]']

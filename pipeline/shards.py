@@ -124,6 +124,20 @@ def field_values(path, limit=None):
         yield [v for v in row.values() if v is not None]
 
 
+def trace_table(paths, tables):
+    """Which of ``tables`` (``schema.TraceTable``) the shards at ``paths``
+    hold: the one whose CSV headers or field names their first row has; the
+    first of ``tables`` when no shard has a row."""
+    for path in paths:
+        for row in records(path, limit=1):
+            for table in tables:
+                if list(row) in (table.csv_header, table.fields):
+                    return table
+            raise UserError(f'{path} is not a trace file: its fields are '
+                            f'{", ".join(row)}')
+    return tables[0]
+
+
 def count_rows(path, first_column):
     """Rows in one shard, read the way its format is read."""
     fmt = file_format(path)

@@ -1,29 +1,10 @@
-"""The run summary: what was read, written and left out, from Beam metrics."""
+"""The run summary: what was read, written and left out, from the counts
+the run's pipeline made (``pipeline.counts``)."""
 from dataclasses import dataclass, field
 from typing import Optional
 
-from apache_beam.metrics.metric import MetricsFilter
-
 from starcompactor.transforms import counters
 from starcompactor.transforms.schema import SOURCE_TABLES
-
-
-def counters_of(result):
-    """``{name: value}`` of starcompactor's counters in a finished run."""
-    query = result.metrics().query(
-        MetricsFilter().with_namespace(counters.NAMESPACE))
-    totals = {}
-    for counter in query['counters']:
-        value = counter.committed
-        if value is None:
-            value = counter.attempted
-        name = counter.key.metric.name
-        totals[name] = totals.get(name, 0) + (value or 0)
-    for distribution in query['distributions']:
-        value = distribution.committed or distribution.attempted
-        if value is not None and value.count:
-            totals[distribution.key.metric.name] = value.min
-    return totals
 
 
 @dataclass
@@ -44,10 +25,13 @@ class Summary:
     seconds: float = 0.0
     files: tuple = ()
     epoch: Optional[int] = None     # seconds since 1970; None: empty trace
+    api: dict = field(default_factory=dict)   # the Nova API source's counts
 
     @classmethod
-    def from_counters(cls, totals, seconds=0.0, files=()):
-        tables = {t: TableCount() for t in SOURCE_TABLES}
+    def from_counters(cls, totals, seconds=0.0, files=(),
+                      tables=SOURCE_TABLES):
+        tables = {t: TableCount() for t in tables}
+        api = {}
         for name, value in totals.items():
             kind, _, rest = name.partition('.')
             if kind == counters.READ:
@@ -57,8 +41,25 @@ class Summary:
             elif kind == counters.REJECTED:
                 table, _, reason = rest.partition('.')
                 tables[table].left_out[reason] = value
+            elif kind == counters.API:
+                api[rest] = value
         return cls(tables, totals.get(counters.TRACE_ROWS, 0), seconds,
-                   tuple(files), totals.get(counters.EPOCH))
+                   tuple(files), totals.get(counters.EPOCH), api)
+
+    def imbalance(self, rows_written):
+        """What does not add up, in words, or None. Every table must have
+        read = in trace + left out, and every format's files (rows per
+        format in ``rows_written``) must hold the trace's rows."""
+        for table, count in self.tables.items():
+            if not count.balanced:
+                left_out = sum(count.left_out.values())
+                return (f'{table}: read {count.read:,}, but in trace '
+                        f'{count.in_trace:,} + left out {left_out:,}')
+        for fmt, rows in rows_written.items():
+            if rows != self.trace_rows:
+                return (f'{self.trace_rows:,} trace rows made, but the {fmt} '
+                        f'files hold {rows:,}')
+        return None
 
     def rejects(self, table):
         return {reason: n for reason, n in
@@ -67,11 +68,18 @@ class Summary:
     def lines(self):
         yield (f'{self.trace_rows:,} trace rows written in '
                f'{self.seconds:.1f} s')
-        for table in SOURCE_TABLES:
-            count = self.tables[table]
+        width = max(map(len, self.tables))
+        for table, count in self.tables.items():
             reasons = ', '.join(f'{reason} {n:,}' for reason, n
                                 in self.rejects(table).items()) or 'none'
-            yield (f'  {table:<9}  read {count.read:>10,}  in trace '
+            yield (f'  {table:<{width}}  read {count.read:>10,}  in trace '
                    f'{count.in_trace:>10,}  left out: {reasons}')
+        if self.api:
+            api = self.api
+            yield (f'  {"api":<{width}}  requests '
+                   f'{api.get("requests_made", 0):,}  '
+                   f'retried {api.get("requests_retried", 0):,}  failed '
+                   f'{api.get("requests_failed", 0):,}  sizes unknown '
+                   f'(flavor gone) {api.get("sizes_unknown", 0):,}')
         for path in self.files:
             yield f'  wrote {path}'

@@ -3,7 +3,8 @@ the cell databases real Nova (34.0.0, cells v2) would leave behind.
 
 ``generate(instances, seed=...)`` streams the rows of ``instances``,
 ``instance_actions``, ``instance_actions_events`` and their ``shadow_``
-copies, per cell database; ``load_mysql`` writes them into MariaDB/MySQL,
+copies, and the hosts' ``compute_nodes`` and ``services``, per cell
+database; ``load_mysql`` writes them into MariaDB/MySQL,
 ``write_dump`` into a ``mariadb-dump --databases`` style file (``.sql`` or
 ``.sql.gz``). The same arguments (and seed) always give the same rows.
 
@@ -11,6 +12,8 @@ The modules, one concern each:
 
 * ``model``: the history model (arrivals, lifecycles, failures, archiving)
   and the proportions it gives; ``generate``, ``instances_for_events``.
+* ``hosts``: the hosts' history (added, disabled, resized, replaced,
+  retired, archived), consistent with the instances placed on them.
 * ``tables``: the tables filled, the columns of their rows.
 * ``nova_schema``: Nova's real cell schema (``sql/nova_cell.sql``).
 * ``inserts``: rows as SQL literals and extended INSERT statements.

@@ -10,7 +10,7 @@ from starcompactor.synth.model import History
 from starcompactor.synth.nova_schema import create_table_statement
 from starcompactor.synth.result import Result
 from starcompactor.synth.inserts import ExtendedInserts
-from starcompactor.synth.tables import TABLES
+from starcompactor.synth.tables import HOST_TABLES, TABLES
 
 _DUMP_HEAD = """-- MariaDB dump 10.19  Distrib 10.11.19-MariaDB, for debian-linux-gnu (x86_64)
 --
@@ -78,8 +78,9 @@ def write_dump(path, instances, **options):
     """Write ``generate(instances, **options)`` as a ``mariadb-dump
     --databases <cells>`` style file (gzip-compressed when ``path`` ends in
     .gz): per database CREATE DATABASE, USE, and per table (the six
-    trace tables, alphabetically) DROP TABLE, Nova's CREATE TABLE and
-    extended INSERTs of at most ~1 MB. Returns a ``Result``."""
+    trace tables and the four host tables, alphabetically) DROP TABLE,
+    Nova's CREATE TABLE and extended INSERTs of at most ~1 MB. Returns a
+    ``Result``."""
     began = time.monotonic()
     history = History(instances, **options)
     path = os.fspath(path)
@@ -137,7 +138,7 @@ def _write_file(path, history, tmp):
                                     seed=history.seed).encode())
         for db in history.cells:
             out.write(_DUMP_DATABASE.format(db=db).encode())
-            for table in sorted(TABLES):
+            for table in sorted(TABLES + HOST_TABLES):
                 out.write(_DUMP_TABLE.format(
                     table=table, ddl=create_table_statement(table)).encode())
                 staged = _staged(tmp, db, table)

@@ -3,7 +3,8 @@ databases real Nova (34.0.0, cells v2) would leave behind.
 
 ``generate(instances, seed=...)`` streams the rows of ``instances``,
 ``instance_actions``, ``instance_actions_events`` and their ``shadow_``
-copies, per cell database, as tuples over ``tables.COLUMNS[table]``. The
+copies, per cell database, as tuples over ``tables.COLUMNS[table]``, then
+the ``compute_nodes`` and ``services`` of the hosts (``hosts.py``). The
 same arguments (and seed) always give the same rows.
 
 The model (what real Nova writes: /work/shared/nova-schema/README.md):
@@ -77,7 +78,8 @@ import random
 import re
 
 from starcompactor.pipeline.errors import UserError
-from starcompactor.synth.tables import LIVE_TABLES, SHADOW_PREFIX, TABLES
+from starcompactor.synth.tables import (
+    HOST_TABLES, LIVE_TABLES, SHADOW_PREFIX, TABLES)
 
 DEFAULT_CELLS = ('nova_cell0', 'nova_cell1')
 EVENTS_PER_INSTANCE = 4.8      # about; see instances_for_events
@@ -741,7 +743,7 @@ class History:
         chunk = self.chunk_rows
         heap, seq = [], 0
         archive_before = self.archive_before
-        self.counts = {(c, t): 0 for c in cells for t in TABLES}
+        self.counts = {(c, t): 0 for c in cells for t in TABLES + HOST_TABLES}
 
         def emit_action(item):
             """Give one action (and its events) its ids and rows; the keys
@@ -817,6 +819,11 @@ class History:
         for key in list(buffers):
             if buffers[key]:
                 yield drain(key)
+        # hosts.py builds on this module, so it is imported here
+        from starcompactor.synth.hosts import host_rows
+        for db, table, rows in host_rows(self):
+            self.counts[db, table] = len(rows)
+            yield db, table, rows
 
 
 def generate(instances, **options):

@@ -8,6 +8,10 @@ LIVE_TABLES = ('instances', 'instance_actions', 'instance_actions_events')
 # Where ``nova-manage db archive_deleted_rows`` moves deleted rows.
 SHADOW_PREFIX = 'shadow_'
 TABLES = LIVE_TABLES + tuple(SHADOW_PREFIX + t for t in LIVE_TABLES)
+# The hosts those instances run on (synth/hosts.py).
+HOST_LIVE_TABLES = ('compute_nodes', 'services')
+HOST_TABLES = HOST_LIVE_TABLES + tuple(SHADOW_PREFIX + t
+                                       for t in HOST_LIVE_TABLES)
 
 # What a column holds, which decides how it is written as SQL. Text the
 # history makes up itself (times, uuids, states, hosts, ...) never holds a
@@ -55,7 +59,30 @@ COLUMN_KINDS = {
         ('result', PLAIN_TEXT_OR_NULL), ('traceback', ANY),
         ('deleted', NUMBER), ('host', PLAIN_TEXT_OR_NULL), ('details', ANY),
     ),
+    'compute_nodes': (
+        ('created_at', PLAIN_TEXT), ('updated_at', PLAIN_TEXT),
+        ('deleted_at', PLAIN_TEXT_OR_NULL), ('id', NUMBER),
+        ('service_id', NUMBER), ('vcpus', NUMBER), ('memory_mb', NUMBER),
+        ('local_gb', NUMBER), ('vcpus_used', NUMBER),
+        ('memory_mb_used', NUMBER), ('local_gb_used', NUMBER),
+        ('hypervisor_type', PLAIN_TEXT), ('hypervisor_version', NUMBER),
+        ('cpu_info', ANY), ('hypervisor_hostname', PLAIN_TEXT),
+        ('deleted', NUMBER), ('host', PLAIN_TEXT),
+        ('ram_allocation_ratio', NUMBER), ('cpu_allocation_ratio', NUMBER),
+        ('uuid', PLAIN_TEXT), ('disk_allocation_ratio', NUMBER),
+        ('mapped', NUMBER),
+    ),
+    'services': (
+        ('created_at', PLAIN_TEXT), ('updated_at', PLAIN_TEXT),
+        ('deleted_at', PLAIN_TEXT_OR_NULL), ('id', NUMBER),
+        ('host', PLAIN_TEXT), ('binary', PLAIN_TEXT), ('topic', PLAIN_TEXT),
+        ('report_count', NUMBER), ('disabled', NUMBER), ('deleted', NUMBER),
+        ('disabled_reason', PLAIN_TEXT_OR_NULL),
+        ('last_seen_up', PLAIN_TEXT), ('forced_down', NUMBER),
+        ('version', NUMBER), ('uuid', PLAIN_TEXT),
+    ),
 }
-COLUMN_KINDS.update({SHADOW_PREFIX + t: COLUMN_KINDS[t] for t in LIVE_TABLES})
+COLUMN_KINDS.update({SHADOW_PREFIX + t: COLUMN_KINDS[t]
+                     for t in LIVE_TABLES + HOST_LIVE_TABLES})
 COLUMNS = {table: tuple(column for column, _ in kinds)
            for table, kinds in COLUMN_KINDS.items()}

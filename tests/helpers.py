@@ -41,7 +41,7 @@ def run_job(args, now=None):
     job.build(pipeline)
     result = pipeline.run()
     result.wait_until_finish()
-    return job.summarize(result, 0.0)
+    return job.summarize(0.0)
 
 
 def read_csv(prefix):

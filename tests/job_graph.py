@@ -1,6 +1,8 @@
-"""What a portable runner is sent for a pipeline, as bytes to search for
-secrets: the Runner API graph, every pickled payload in it decompressed,
-and the pipeline options as the job service receives them."""
+"""What a runner is sent for a pipeline, as bytes to search for secrets: for
+a portable runner, the Runner API graph, every pickled payload in it
+decompressed, and the pipeline options as the job service receives them;
+for the Dask runner, the task graph as the client sends it to the
+scheduler."""
 import base64
 import binascii
 import bz2
@@ -8,6 +10,11 @@ import re
 import zlib
 
 from apache_beam.runners.portability.portable_runner import JobServiceHandle
+from dask._expr import FinalizeCompute
+from dask.base import collections_to_expr
+from distributed.protocol import serialize, to_serialize
+
+from starcompactor.pipeline.dask_runner import to_dask
 
 _B64_RUN = re.compile(rb'[A-Za-z0-9+/]{24,}={0,2}')
 
@@ -42,3 +49,15 @@ def pipeline_proto_text(pipeline, options=None) -> bytes:
         options.get_all_options(retain_unknown_options=True))
     parts.append(struct.SerializeToString())
     return b'\n'.join(parts)
+
+
+def dask_graph_text(pipeline) -> bytes:
+    """The task graph ``DaskRunner`` has ``Client.compute`` send the
+    scheduler for this pipeline, serialized as the client does it
+    (distributed/client.py, ``compute`` and ``_graph_to_futures``), with any
+    pickled Beam payload in it decompressed. Only the Dask options that name
+    the scheduler reach the client, no pipeline option."""
+    expr = FinalizeCompute(collections_to_expr(to_dask(pipeline))).optimize()
+    header, frames = serialize(to_serialize(expr), on_error='raise')
+    data = b'\n'.join(bytes(frame) for frame in frames)
+    return b'\n'.join([data, *_unpickled_payloads(data)])

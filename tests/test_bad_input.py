@@ -38,6 +38,9 @@ MISSPELLED = [
     ('instances', ['--dump', DEMO_DUMP, '--output', '{out}/trace',
                    '--direct_num_worker=2'], '--direct_num_worker',
      '--direct_num_workers'),
+    ('instances', ['--dump', DEMO_DUMP, '--output', '{out}/trace',
+                   '--runner', 'DaskRunner', '--dask_worker', '2'],
+     '--dask_worker', '--dask_workers'),
     ('demo', ['--output', '{out}/trace', '--ouptut', 'x'], '--ouptut',
      '--output'),
     ('verify', ['{out}/trace', '--dump', DEMO_DUMP, '--mask-key-fil', 'k'],
@@ -91,10 +94,15 @@ BAD_INPUT = [
       '--num-shards', 'two'], 2,
      "starcompactor instances: error: argument --num-shards: 'two' is not "
      "a whole number (0, 1, 2, ...)"),
+    (['instances', '--dump', DEMO_DUMP, '--output', '{out}/t', '--runner',
+      'DaskRunner', '--dask_client_address', 'tcp://127.0.0.1:1',
+      '--dask_connection_timeout', '2'], 1,
+     'starcompactor: error: cannot reach the Dask scheduler: Timed out '
+     'trying to connect to tcp://127.0.0.1:1 after 2 s'),
     (['verify', '{out}/t'], 1,
      'starcompactor: error: verify compares a trace with the source it was '
-     'made from: give --dump FILE... or --databases DB,... (with '
-     '--mysql-host, --mysql-user, ...)'),
+     'made from: give --dump FILE..., --databases DB,... (with '
+     '--mysql-host, --mysql-user, ...) or --api'),
     (['verify', '{out}/t', '--dump', DEMO_DUMP], 1,
      'starcompactor: error: no trace files at {out}/t '
      '({out}/t-SSSSS-of-NNNNN.csv, ...)'),

@@ -7,6 +7,8 @@ Expected rows are written out by hand. Times: 2020-01-01 00:00:00 UTC is
 """
 import hashlib
 import hmac
+import os
+import tempfile
 
 import apache_beam as beam
 import pyarrow as pa
@@ -15,7 +17,8 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from starcompactor.transforms.counters import NAMESPACE
+from starcompactor.pipeline.counts import WriteCounts, read_counts
+from starcompactor.transforms.counters import EPOCH, NAMESPACE, all_counts
 from starcompactor.transforms.join import (
     EARLIEST_START, EVENTS_WITH_INSTANCE_SCHEMA, JOINED, JoinEventsToInstances,
     bucket_for_join, earliest_start_in_bucket, join_events_to_actions,
@@ -107,6 +110,7 @@ HISTORY_COUNTS = {
     'rejected.actions.no_finished_events': 1,
     'rejected.instances.no_finished_events': 1,
     'trace_rows': 4,
+    'epoch': 1577836810,
 }
 
 
@@ -127,13 +131,21 @@ def counters(result):
 
 
 def build_trace(batches, expected_rows, num_buckets=8, **spec):
-    """Run BuildTrace on ``batches``, assert its rows; its counters."""
+    """Run BuildTrace on ``batches``, assert its rows; its counts, as the
+    pipeline's data gives them (Beam's counters must say the same)."""
     pipeline = test_pipeline.TestPipeline()
     trace = (pipeline
              | beam.Create(batches, reshuffle=False)
              | BuildTrace(TraceSpec(**spec), num_buckets))
     assert_that(rows_of(trace), equal_to(expected_rows))
-    return counters(pipeline.run())
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, 'counts.json')
+        _ = pipeline | WriteCounts(path)
+        metrics = counters(pipeline.run())
+        counts = read_counts(path)
+    assert metrics == {name: value for name, value in counts.items()
+                       if name != EPOCH}
+    return counts
 
 
 # -- BuildTrace ---------------------------------------------------------------
@@ -187,7 +199,7 @@ def test_two_cells_with_the_same_ids_stay_apart():
     assert counts == {
         'read.events': 2, 'read.actions': 2, 'read.instances': 2,
         'in_trace.events': 2, 'in_trace.actions': 2, 'in_trace.instances': 2,
-        'trace_rows': 2}
+        'trace_rows': 2, 'epoch': 1577836810}
 
 
 def _hmac(key, value):
@@ -415,12 +427,14 @@ def test_join_events_to_instances_transform(num_buckets):
         label='joined')
     assert_that(join[EARLIEST_START], equal_to([1577836820]),
                 label='earliest')
-    assert counters(pipeline.run()) == {
+    expected = {
         'in_trace.events': 2, 'in_trace.actions': 2, 'in_trace.instances': 2,
         'rejected.events.no_action': 1,
         'rejected.events.no_instance': 1,
         'rejected.actions.no_instance': 1,
         'rejected.instances.no_finished_events': 1}
+    assert_that(all_counts(pipeline), equal_to([expected]), label='counts')
+    assert counters(pipeline.run()) == expected
 
 
 def test_join_with_nothing_to_join_has_no_earliest_start():

@@ -12,11 +12,19 @@ Two datasets, both masked with one fixed key file: the golden history
   --direct_num_workers=2``,
 * ``--runner PrismRunner`` (Prism built once with go install, see
   pipeline/runners.py; nothing else is given on the command line),
+* ``--runner DaskRunner`` on a Dask cluster the test starts (a ``dask
+  scheduler`` and two ``dask worker`` processes, tests/dask_cluster.py), by
+  its address, and on the cluster the command starts itself,
 
 and every trace must equal the DirectRunner's row for row in every format,
-with the same counts, epoch and key fingerprint in the manifest; the golden
-trace must also equal golden.EXPECTED_CSV. After each run no process of its
-session (prism, SDK workers) may be left.
+with the same summary and manifest (counts, epoch, key fingerprint, rows
+per format; not the cut, shard names or hashes); the golden trace must also
+equal golden.EXPECTED_CSV. After each run no process of its session (prism,
+SDK workers, Dask's scheduler and workers) may be left.
+
+A run whose output loses rows (a Dask runner that drops what DoFns emit in
+finish_bundle, as Beam's own does: tests/lossy_dask.py) fails, one line, no
+files.
 
 Flink (embedded ``[local]`` cluster, and a session cluster from PyPI's
 apache-flink, tests/flink_cluster.py) needs Beam's Flink job server jar.
@@ -26,14 +34,16 @@ tests skip, saying why (tests/flink_jar.py), and what is tested instead is
 the error users then get: one clear line (no traceback) naming the missing
 artifact and how to supply it.
 
-Also here: the job graph a portable runner receives (tests/job_graph.py)
-holds neither the masking key nor the database password, wherever they
-come from, and no drawn per-run key.
+Also here: the job graph a portable runner receives, and the task graph
+the Dask scheduler receives (tests/job_graph.py), hold neither the masking
+key nor the database password, wherever they come from, and no drawn
+per-run key.
 """
 import base64
 import datetime as dt
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -46,10 +56,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 import flink_jar
 import golden
 from conftest import READER, READER_PASSWORD
+from dask_cluster import DaskCluster
 from datasets import NovaDatabases, cells_with_archive
 from flink_cluster import FlinkSessionCluster
 from helpers import read_avro, read_csv, read_jsonl, sort_records
-from job_graph import pipeline_proto_text
+from job_graph import dask_graph_text, pipeline_proto_text
 from starcompactor.pipeline import runners
 from starcompactor.pipeline.instances import InstancesJob
 from starcompactor.transforms import mask
@@ -64,6 +75,7 @@ RUNNERS = {
                             '--direct_running_mode=multi_processing',
                             '--direct_num_workers=2'],
     'prism': ['--runner', 'PrismRunner'],
+    'dask-own-cluster': ['--runner', 'DaskRunner', '--dask_workers', '2'],
 }
 
 # Variables that would hand the child a secret other than the files given.
@@ -72,6 +84,15 @@ _SECRET_ENV = ('MYSQL_PWD', mask.KEY_ENV)
 
 # --------------------------------------------------------------------------
 # Running the command
+
+def _summary(stdout):
+    """The printed summary, without what may differ between two runs: the
+    cut, the seconds, the files (their number is the runner's choice)."""
+    return [re.sub(r' in [0-9.]+ s$', '', line)
+            for line in stdout.splitlines()
+            if not line.startswith(('starcompactor instances: cut ',
+                                    '  wrote '))]
+
 
 class Trace:
     """One run's output, read back in every format."""
@@ -87,13 +108,13 @@ class Trace:
         for shard in manifest['shards']:
             rows_per_format[shard['format']] = \
                 rows_per_format.get(shard['format'], 0) + shard['rows']
-        # What must not depend on the runner (not: cut, shard names, sha256).
+        # What must not depend on the runner: the summary, and the manifest
+        # but its cut and its shards' names and sha256 (rows per format).
         self.facts = {
-            'trace_rows': manifest['trace_rows'],
-            'source_rows': manifest['source_rows'],
-            'epoch': manifest['epoch'],
-            'key_fingerprint': manifest['masking']['key_fingerprint'],
+            **{name: value for name, value in manifest.items()
+               if name not in ('cut', 'shards')},
             'rows_per_format': rows_per_format,
+            'summary': _summary(run.stdout),
         }
 
 
@@ -108,10 +129,16 @@ def _session_processes(sid):
     return left
 
 
-def starcompactor(args, timeout=RUN_TIMEOUT_S):
+def _environment(**extra):
+    """This process's environment, but the secrets."""
+    return {**{k: v for k, v in os.environ.items() if k not in _SECRET_ENV},
+            **extra}
+
+
+def starcompactor(args, timeout=RUN_TIMEOUT_S, env=None):
     """Run the command in its own session; (CompletedProcess, seconds).
     Fails if any process of that session outlives it."""
-    env = {k: v for k, v in os.environ.items() if k not in _SECRET_ENV}
+    env = env or _environment()
     start = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, '-m', 'starcompactor', 'instances', *args],
@@ -165,13 +192,14 @@ def key_file(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def command(mariadb, databases, key_file, password_file, tmp_path_factory):
-    """command(dataset, runner_args) -> (CompletedProcess, seconds, out)."""
-    def run(dataset, runner_args):
+    """command(dataset, runner_args, env=None) -> (CompletedProcess,
+    seconds, out)."""
+    def run(dataset, runner_args, env=None):
         name = runner_args[1].lower() if len(runner_args) > 1 else 'default'
         out = tmp_path_factory.mktemp(f'{name}-{dataset}') / 'trace'
         args = job_args(mariadb, databases[dataset], key_file, password_file,
                         out)
-        return (*starcompactor(args + list(runner_args)), out)
+        return (*starcompactor(args + list(runner_args), env=env), out)
     return run
 
 
@@ -248,17 +276,69 @@ def test_direct_runner_trace(run_trace, dataset):
 
 @pytest.mark.runners
 @pytest.mark.parametrize('dataset', ['golden', 'cells'])
-@pytest.mark.parametrize('runner', ['direct-multiprocess', 'prism'])
+@pytest.mark.parametrize('runner', ['direct-multiprocess', 'prism',
+                                    'dask-own-cluster'])
 def test_runner_trace_equals_direct(run_trace, runner, dataset):
     direct = run_trace('direct', dataset)
     trace = run_trace(runner, dataset)
     _check_same(trace, direct)
     _check_expected(trace, dataset)
-    # It ran where it says: Prism's job service, or two SDK worker processes.
+    # It ran where it says: Prism's job service, or two SDK worker processes
+    # (the Dask cluster's processes are checked gone by starcompactor()).
     if runner == 'prism':
         assert 'PrismRunner: pipeline done' in trace.run.stderr
-    else:
+    elif runner == 'direct-multiprocess':
         assert trace.run.stderr.count('Python sdk harness starting') == 2
+
+
+# --------------------------------------------------------------------------
+# Dask
+
+@pytest.fixture(scope='module')
+def dask_cluster(tmp_path_factory):
+    """A scheduler and two worker processes; they read the password and the
+    key from the files the command names, as workers on other machines
+    would (no secret in their environment)."""
+    with DaskCluster(str(tmp_path_factory.mktemp('dask-cluster')), workers=2,
+                     env=_environment()) as cluster:
+        yield cluster
+
+
+@pytest.mark.runners
+@pytest.mark.parametrize('dataset', ['golden', 'cells'])
+def test_dask_cluster_trace_equals_direct(run_trace, dask_cluster, dataset):
+    direct = run_trace('direct', dataset)
+    before = dask_cluster.tasks_run_per_worker()
+    trace = run_trace('dask-cluster', dataset, [
+        '--runner', 'DaskRunner',
+        f'--dask_client_address={dask_cluster.address}'])
+    _check_same(trace, direct)
+    _check_expected(trace, dataset)
+    # It ran on that cluster, on both of its workers.
+    after = dask_cluster.tasks_run_per_worker()
+    assert all(after[worker] > before[worker] for worker in after), after
+    assert 'Receive client connection' in dask_cluster.scheduler_log()
+
+
+@pytest.mark.runners
+def test_run_that_loses_rows_fails(command):
+    """Beam's DaskRunner drops what DoFns emit in finish_bundle, where its
+    file sinks emit the shards they wrote: every shard is lost and empty
+    ones are written instead. The rows written do not match the trace's
+    rows, so the run fails and leaves nothing."""
+    tests = os.path.dirname(os.path.abspath(__file__))
+    proc, _, out = command('golden',
+                           ['--runner', 'lossy_dask.LossyDaskRunner'],
+                           env=_environment(PYTHONPATH=tests))
+    assert proc.returncode == 1, proc.stderr
+    lines = [line for line in proc.stderr.splitlines()
+             if line.startswith('starcompactor')]
+    assert lines == [
+        f'starcompactor: error: the run does not add up '
+        f'({len(golden.EXPECTED_CSV)} trace rows made, but the csv files '
+        f'hold 0): the runner lost data; nothing was written'], proc.stderr
+    assert 'Traceback' not in proc.stderr
+    assert not os.listdir(os.path.dirname(out)), 'files left behind'
 
 
 # --------------------------------------------------------------------------
@@ -326,9 +406,14 @@ def test_flink_session_cluster(run_trace, tmp_path):
 
 
 # --------------------------------------------------------------------------
-# What a portable runner receives: no secret in the job graph
+# What a runner receives: no secret in the job graph or the task graph
 
-PRISM_ARGS = ['--runner', 'PrismRunner']
+RUNNER_ARGS = {
+    'prism': ['--runner', 'PrismRunner'],
+    # Nothing is sent: no scheduler needs to be there.
+    'dask': ['--runner', 'DaskRunner',
+             '--dask_client_address=tcp://127.0.0.1:8786'],
+}
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 GRAPH_KEY = b'graph-test-key-' + b'5f3a9c0e7b1d4e2f8a6c'   # 35 bytes
 
@@ -339,12 +424,13 @@ def _encodings(secret: bytes):
             'base64': base64.b64encode(secret)}
 
 
-def _build(server, databases, tmp_path, *extra, after_init=None):
-    """The instances pipeline for PrismRunner options (nothing run)."""
+def _build(server, databases, tmp_path, *extra, runner='prism',
+           after_init=None):
+    """The instances pipeline for the runner's options (nothing run)."""
     argv = runners.prepare_runner_options(
         ['--mysql-host', server.host, '--mysql-port', str(server.port),
          '--mysql-user', READER, '--databases', databases['golden'][0],
-         '--output', str(tmp_path / 'trace'), *extra, *PRISM_ARGS])
+         '--output', str(tmp_path / 'trace'), *extra, *RUNNER_ARGS[runner]])
     options = PipelineOptions(argv)
     pipeline = beam.Pipeline(options=options)
     job = InstancesJob(options, now=NOW)
@@ -360,10 +446,18 @@ def _leaks(text, secrets_):
             if encoded in text]
 
 
+def _sent(pipeline, options, runner):
+    """Prism's job graph and options, or the Dask scheduler's task graph."""
+    return (pipeline_proto_text(pipeline, options) if runner == 'prism'
+            else dask_graph_text(pipeline))
+
+
+@pytest.mark.parametrize('runner', ['prism', 'dask'])
 @pytest.mark.parametrize('password_from', ['file', 'MYSQL_PWD'])
 @pytest.mark.parametrize('key_from', ['file', mask.KEY_ENV])
 def test_job_graph_holds_no_secret(mariadb, databases, password_file, tmp_path,
-                                   monkeypatch, key_from, password_from):
+                                   monkeypatch, key_from, password_from,
+                                   runner):
     for var in _SECRET_ENV:
         monkeypatch.delenv(var, raising=False)
     extra = []
@@ -378,34 +472,39 @@ def test_job_graph_holds_no_secret(mariadb, databases, password_file, tmp_path,
         extra += ['--mysql-password-file', password_file]
     else:
         monkeypatch.setenv('MYSQL_PWD', READER_PASSWORD)
-    pipeline, options, job = _build(mariadb, databases, tmp_path, *extra)
+    pipeline, options, job = _build(mariadb, databases, tmp_path, *extra,
+                                    runner=runner)
     assert job.spec.key_source.kind == ('file' if key_from == 'file'
                                         else 'env')
-    text = pipeline_proto_text(pipeline, options)
-    assert b'PrismRunner' in text                  # the options are in it
+    text = _sent(pipeline, options, runner)
+    if runner == 'prism':
+        assert b'PrismRunner' in text              # the options are in it
     assert databases['golden'][0].encode() in text  # and the graph's data
     assert not _leaks(text, {'key': GRAPH_KEY,
                              'password': READER_PASSWORD.encode()})
 
 
+@pytest.mark.parametrize('runner', ['prism', 'dask'])
 def test_secret_search_would_catch_a_secret(mariadb, databases, password_file,
-                                            tmp_path, monkeypatch):
+                                            tmp_path, monkeypatch, runner):
     """Control: the same search finds a secret put into the graph, as a
     Create's element or inside a pickled function."""
     monkeypatch.setenv(mask.KEY_ENV, GRAPH_KEY.decode())
     for secret in (GRAPH_KEY, READER_PASSWORD.encode()):
         pipeline, options, _ = _build(mariadb, databases, tmp_path,
-                                      '--mysql-password-file', password_file)
+                                      '--mysql-password-file', password_file,
+                                      runner=runner)
         _ = pipeline | 'Oops' >> beam.Create([secret])
-        assert _leaks(pipeline_proto_text(pipeline, options),
+        assert _leaks(_sent(pipeline, options, runner),
                       {'s': secret}) == ['s (raw)']
 
         pipeline, options, _ = _build(mariadb, databases, tmp_path,
-                                      '--mysql-password-file', password_file)
+                                      '--mysql-password-file', password_file,
+                                      runner=runner)
         hexed = secret.hex()
         _ = (pipeline | 'One' >> beam.Create([1])
              | 'Oops' >> beam.Map(lambda x, s=hexed: (x, s)))
-        assert _leaks(pipeline_proto_text(pipeline, options),
+        assert _leaks(_sent(pipeline, options, runner),
                       {'s': secret}) == ['s (hex)']
 
 
@@ -453,6 +552,10 @@ def test_random_key_is_drawn_at_run_time_not_in_the_graph(
     proto = pipeline.to_runner_api()
     assert any(t.unique_name.endswith('/LoadOrDrawKey')
                for t in proto.components.transforms.values())
+    # Nor does translating it for Dask draw one.
+    assert not _leaks(dask_graph_text(pipeline),
+                      {'marker': marker[:mask.KEY_BYTES]})
+    assert drawn == [], 'a key was drawn while making the Dask task graph'
 
 
 # --------------------------------------------------------------------------

@@ -194,6 +194,19 @@ def test_flink_runner_named_as_beam_names_it(tmp_path, monkeypatch, runner):
     assert _options_of(argv)['--flink_job_server_jar'] == str(jar)
 
 
+@pytest.mark.parametrize('runner', [
+    'DaskRunner', 'dask', 'apache_beam.runners.dask.dask_runner.DaskRunner'])
+def test_dask_runner_is_the_projects(runner):
+    """Beam's own DaskRunner loses data (pipeline/dask_runner.py): every
+    name of it runs the project's, whose options are then known."""
+    argv = ['--runner', runner, '--dask_client_address=tcp://h:8786']
+    prepared = runners.prepare_runner_options(argv)
+    assert prepared[:-1] == argv
+    options = PipelineOptions(prepared).get_all_options()
+    assert options['runner'] == 'starcompactor.pipeline.dask_runner.DaskRunner'
+    assert options['address'] == 'tcp://h:8786'
+
+
 def test_flink_options_given_win_as_beam_parses_them():
     argv = runners.prepare_runner_options([
         '--runner=FlinkRunner', '--flink_job_server_jar', '/j.jar',

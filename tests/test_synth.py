@@ -18,7 +18,7 @@ from starcompactor.pipeline import cli
 from starcompactor.pipeline.errors import UserError
 from starcompactor.synth import inserts, model
 from starcompactor.synth.nova_schema import table_columns
-from starcompactor.synth.tables import COLUMNS, TABLES
+from starcompactor.synth.tables import COLUMNS, HOST_TABLES, TABLES
 
 KINDS = {'create', 'delete', 'reboot', 'stop', 'start', 'resize',
          'confirmResize', 'revertResize', 'live-migration', 'shelve',
@@ -52,7 +52,8 @@ FLAVORS = {(1, 512, 1), (1, 2048, 20), (2, 4096, 40), (4, 8192, 80),
            (8, 16384, 160)}
 
 # Rows per table in (cell0, cell1) of three small histories, counted once
-# with SELECT COUNT(*) on the databases they were loaded into.
+# with SELECT COUNT(*) on the databases they were loaded into (cell0 has
+# no hosts).
 ROWS_1500_SEED_5_DAYS_200 = {
     'instances': (24, 1018),
     'instance_actions': (44, 2735),
@@ -60,6 +61,10 @@ ROWS_1500_SEED_5_DAYS_200 = {
     'shadow_instances': (20, 438),
     'shadow_instance_actions': (40, 949),
     'shadow_instance_actions_events': (20, 1455),
+    'compute_nodes': (0, 10),
+    'services': (0, 13),
+    'shadow_compute_nodes': (0, 4),
+    'shadow_services': (0, 1),
 }
 UNFINISHED_EVENTS_1500_SEED_5_DAYS_200 = 15   # live, in cell1
 ROWS_800_SEED_11_DAYS_120 = {
@@ -69,6 +74,10 @@ ROWS_800_SEED_11_DAYS_120 = {
     'shadow_instances': (11, 205),
     'shadow_instance_actions': (22, 428),
     'shadow_instance_actions_events': (11, 655),
+    'compute_nodes': (0, 11),
+    'services': (0, 14),
+    'shadow_compute_nodes': (0, 0),
+    'shadow_services': (0, 0),
 }
 ROWS_200_SEED_9 = {
     'instances': (5, 133),
@@ -77,6 +86,10 @@ ROWS_200_SEED_9 = {
     'shadow_instances': (2, 60),
     'shadow_instance_actions': (4, 157),
     'shadow_instance_actions_events': (2, 250),
+    'compute_nodes': (0, 11),
+    'services': (0, 13),
+    'shadow_compute_nodes': (0, 1),
+    'shadow_services': (0, 1),
 }
 
 
@@ -300,7 +313,7 @@ def _counts(server, cells):
     out = {}
     with server.admin() as admin, admin.cursor() as cursor:
         for db in cells:
-            for table in TABLES:
+            for table in TABLES + HOST_TABLES:
                 cursor.execute(f'SELECT COUNT(*) FROM `{db}`.`{table}`')
                 out[db, table] = cursor.fetchone()[0]
     return out

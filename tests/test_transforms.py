@@ -255,6 +255,20 @@ def test_summary_balances_reads_against_trace_and_reasons():
     assert 'no_action 1, unfinished 2' in text
 
 
+def test_summary_says_what_does_not_add_up():
+    """A table whose rows do not add up, or files that do not hold the
+    trace's rows: what a run must fail on (instances.check_balance)."""
+    balanced = {'read.events': 3, 'in_trace.events': 2,
+                'rejected.events.unfinished': 1, 'trace_rows': 2}
+    summary = Summary.from_counters(balanced)
+    assert summary.imbalance({'csv': 2, 'avro': 2}) is None
+    assert summary.imbalance({'csv': 2, 'avro': 0}) == (
+        '2 trace rows made, but the avro files hold 0')
+    short = Summary.from_counters(dict(balanced, **{'read.events': 4}))
+    assert short.imbalance({'csv': 2}) == (
+        'events: read 4, but in trace 2 + left out 1')
+
+
 def test_drop_duplicates_keeps_the_first_of_each_key():
     from starcompactor.transforms.buckets import drop_duplicates
     table = pa.table({'db': ['a', 'a', 'b', 'a', 'b'], 'id': [1, 2, 1, 1, 1],

@@ -1,15 +1,24 @@
-"""Beam metrics of a run: one namespace, names that read well in a summary.
+"""The counts of a run: one namespace, names that read well in a summary.
 
 Every source row is counted when read, and every row that does not become a
 trace row is counted under exactly one reason, so that the summary proves
 nothing was lost: for each table, read = in trace + sum of its reasons.
+
+A count goes to Beam's metrics (for runner UIs), to the progress tally, and,
+inside a ``Counted`` step, into the data: each call of the step emits what
+it counted, and ``all_counts`` sums those into one element. The summary
+reads that element, so it holds on every runner: Dask has no metrics, and
+Dataflow's are only eventually final.
 """
+import contextvars
 import json
 import os
 import threading
 import time
 
 import apache_beam as beam
+from apache_beam.pipeline import PipelineVisitor
+from apache_beam.transforms.core import CallableWrapperDoFn
 
 NAMESPACE = 'starcompactor'
 
@@ -17,7 +26,7 @@ READ = 'read'            # counter name: read.<table>
 IN_TRACE = 'in_trace'    # in_trace.<table>: rows that reached the trace
 REJECTED = 'rejected'    # rejected.<table>.<reason>
 TRACE_ROWS = 'trace_rows'
-EPOCH = 'epoch'           # a distribution: the epoch the run used
+EPOCH = 'epoch'           # the epoch the run used (the least, not a sum)
 
 # Reasons a row is not in the trace. Rejects are rows that would have been
 # trace rows but are broken or incomplete; the others are simply rows the
@@ -37,6 +46,21 @@ INSTANCE_BAD_UUID = 'bad_uuid'
 READ_TWICE = 'read_twice'
 # Any table: text that is not UTF-8 (seen in damaged or hand-edited rows).
 INVALID_UTF8 = 'invalid_utf8'
+# Instances, from the Nova API: the server's actions could not be read,
+# because it went for good between the listing and the fetch (404), or
+# after retries, with an error status (http_500, ...).
+SERVER_GONE = 'gone'
+
+
+def server_http_error(status):
+    return f'http_{status}'
+
+
+# The Nova API source's own counts (api.<name>): requests made (retries
+# and Keystone's included), retried and failed for good; servers whose
+# sizes stay empty because their flavor no longer exists.
+API = 'api'
+API_SIZES_UNKNOWN = f'{API}.sizes_unknown'
 
 
 # Where this process writes its tallies for the launcher's progress line
@@ -84,8 +108,10 @@ tally = _ProcessTally()
 
 def count(name, n):
     if n:
-        beam.metrics.Metrics.counter(NAMESPACE, name).inc(int(n))
-        tally.add(name, int(n))
+        n = int(n)
+        beam.metrics.Metrics.counter(NAMESPACE, name).inc(n)
+        tally.add(name, n)
+        _note(name, n)
 
 
 def count_read(table, n):
@@ -102,3 +128,119 @@ def count_rejected(table, reason, n):
 
 def record_epoch(epoch):
     beam.metrics.Metrics.distribution(NAMESPACE, EPOCH).update(int(epoch))
+    _note(EPOCH, int(epoch))
+
+
+# --------------------------------------------------------------------------
+# Counts as data
+
+COUNTS = 'run_counts'    # the tag of a Counted step's counts
+
+# What the current call of a Counted step has counted (None: not in one).
+# A count made in another thread, or outside such a step, reaches only the
+# metrics and the tally: the run then fails its balance check.
+_ledger = contextvars.ContextVar('starcompactor_ledger', default=None)
+
+
+def _add(counts, name, value):
+    if name not in counts:
+        counts[name] = value
+    elif name == EPOCH:
+        counts[name] = min(counts[name], value)
+    else:
+        counts[name] += value
+
+
+def _note(name, value):
+    ledger = _ledger.get()
+    if ledger is not None:
+        _add(ledger, name, value)
+
+
+class _CountedCalls(beam.DoFn):
+    """Runs ``step`` and emits, after each call, what the call counted."""
+
+    def __init__(self, step):
+        self.step = (step if isinstance(step, beam.DoFn)
+                     else CallableWrapperDoFn(step))
+
+    def setup(self):
+        self.step.setup()
+
+    def process(self, element, *args, **kwargs):
+        ledger = {}
+        token = _ledger.set(ledger)
+        try:
+            yield from self.step.process(element, *args, **kwargs)
+        finally:
+            _ledger.reset(token)
+        if ledger:
+            yield beam.pvalue.TaggedOutput(COUNTS, ledger)
+
+    def teardown(self):
+        self.step.teardown()
+
+
+class Counted(beam.PTransform):
+    """``beam.ParDo(step, *args, **kwargs)`` (``step``: a DoFn, or a function
+    as for ``beam.FlatMap``) whose counts also become data, tagged
+    ``COUNTS``, for ``all_counts``. Returns the main output; with ``tags``,
+    every output (``main`` names the main one), as ``with_outputs`` does.
+    ``main_type``: the main output's element type."""
+
+    def __init__(self, step, *args, tags=(), main='main', main_type=None,
+                 **kwargs):
+        super().__init__()
+        self.pardo = beam.ParDo(_CountedCalls(step), *args, **kwargs)
+        if main_type is not None:
+            self.pardo = self.pardo.with_output_types(main_type)
+        self.tags = tuple(tags)
+        self.main = main
+
+    def expand(self, pcoll):
+        outputs = pcoll | self.pardo.with_outputs(COUNTS, *self.tags,
+                                                  main=self.main)
+        # A tagged output joins the graph when first asked for, and
+        # all_counts finds the counts in the graph.
+        outputs[COUNTS]  # pylint: disable=pointless-statement
+        return outputs if self.tags else outputs[self.main]
+
+
+class SumCounts(beam.CombineFn):
+    """Count dicts -> one: summed, except the epoch (the least)."""
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, total, counts):
+        for name, value in counts.items():
+            _add(total, name, value)
+        return total
+
+    def merge_accumulators(self, totals):
+        merged = {}
+        for total in totals:
+            self.add_input(merged, total)
+        return merged
+
+    def extract_output(self, total):
+        return total
+
+
+class _CountsOutputs(PipelineVisitor):
+    def __init__(self):
+        self.found = []
+
+    def visit_transform(self, transform_node):
+        if COUNTS in transform_node.outputs:
+            self.found.append(transform_node.outputs[COUNTS])
+
+
+def all_counts(pipeline):
+    """One element, ``{name: value}``: what every ``Counted`` step of
+    ``pipeline`` built so far counted, summed (the epoch: the least)."""
+    outputs = _CountsOutputs()
+    pipeline.visit(outputs)
+    return (tuple(outputs.found)
+            | 'GatherCounts' >> beam.Flatten(pipeline=pipeline)
+            | 'SumCounts' >> beam.CombineGlobally(SumCounts()))

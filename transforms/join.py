@@ -207,15 +207,14 @@ class JoinEventsToInstances(beam.PTransform):
             batches
             | 'BucketByFirstKey' >> beam.FlatMap(bucket_for_join, n)
             | 'GroupByAction' >> beam.GroupByKey()
-            | 'JoinEventsToActions' >> beam.FlatMap(
-                join_events_to_actions, n, self.earliest_start)
-            .with_output_types(Tuple[int, Tuple[str, Any]])
-            .with_outputs(EARLIEST_START, main=JOINED))
+            | 'JoinEventsToActions' >> c.Counted(
+                join_events_to_actions, n, self.earliest_start,
+                tags=[EARLIEST_START], main=JOINED,
+                main_type=Tuple[int, Tuple[str, Any]]))
         joined = (
             events_by_instance[JOINED]
             | 'GroupByInstance' >> beam.GroupByKey()
-            | 'JoinEventsToInstances' >> beam.FlatMap(
-                join_events_to_instances))
+            | 'JoinEventsToInstances' >> c.Counted(join_events_to_instances))
         if not self.earliest_start:
             return {JOINED: joined}
         earliest = (

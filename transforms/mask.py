@@ -15,6 +15,7 @@ import apache_beam as beam
 import pyarrow as pa
 
 from starcompactor.transforms.buckets import dictionary_encoded
+from starcompactor.transforms.schema import COMPUTE_NODES, INSTANCES, SERVICES
 
 HMAC_SHA256 = 'hmac-sha256'
 NO_MASKING = 'none'
@@ -28,6 +29,10 @@ MASK_HEX_CHARS = 32
 # Identities masked by default (joined column names); the uuid on request.
 DEFAULT_MASKED = ('user_id', 'project_id', 'hostname', 'host')
 UUID_COLUMN = 'instance_uuid'
+# The raw identities of each source table a trace can hold (masked), which
+# leak checks look for.
+SOURCE_IDENTITIES = {INSTANCES: DEFAULT_MASKED, COMPUTE_NODES: ('host',),
+                     SERVICES: ('host',)}
 
 _FINGERPRINT_LABEL = b'starcompactor key fingerprint v1'
 

@@ -8,6 +8,8 @@ Times stay as Nova stores them (``'YYYY-MM-DD HH:MM:SS'`` text, naive UTC)
 until the shared validation step parses them, so every source is validated
 the same way and a bad time becomes a counted reject, not a crash.
 """
+from dataclasses import dataclass
+
 import pyarrow as pa
 
 # Which Nova database (cell) a row came from: ids collide across cells, so
@@ -18,12 +20,19 @@ INSTANCES = 'instances'
 ACTIONS = 'actions'
 EVENTS = 'events'
 SOURCE_TABLES = (INSTANCES, ACTIONS, EVENTS)
+# What the host table is made from: hypervisors and their nova-compute
+# services.
+COMPUTE_NODES = 'compute_nodes'
+SERVICES = 'services'
+HOST_SOURCE_TABLES = (COMPUTE_NODES, SERVICES)
 
 # Nova table names, live and archived (``nova-manage db archive_deleted_rows``).
 NOVA_TABLES = {
     INSTANCES: 'instances',
     ACTIONS: 'instance_actions',
     EVENTS: 'instance_actions_events',
+    COMPUTE_NODES: 'compute_nodes',
+    SERVICES: 'services',
 }
 SHADOW_PREFIX = 'shadow_'
 
@@ -52,6 +61,25 @@ SOURCE_COLUMNS = {
         ('start_time', pa.string()),
         ('finish_time', pa.string()),
         ('result', pa.string()),
+    ),
+    COMPUTE_NODES: (
+        ('id', pa.int64()),
+        ('host', pa.string()),
+        ('created_at', pa.string()),
+        ('updated_at', pa.string()),
+        ('deleted_at', pa.string()),
+        ('deleted', pa.int64()),
+        ('vcpus', pa.int64()),
+        ('memory_mb', pa.int64()),
+        ('local_gb', pa.int64()),
+    ),
+    SERVICES: (
+        ('id', pa.int64()),
+        ('host', pa.string()),
+        ('binary', pa.string()),
+        ('updated_at', pa.string()),
+        ('deleted', pa.int64()),
+        ('disabled', pa.int64()),
     ),
 }
 
@@ -86,22 +114,70 @@ CSV_HEADER = [header for header, _, _ in TRACE_COLUMNS]
 TRACE_FIELDS = [field for _, field, _ in TRACE_COLUMNS]
 TRACE_SCHEMA = pa.schema([(field, typ) for _, field, typ in TRACE_COLUMNS])
 
-# Fields that can never be null in a trace row: the join and the validation
-# guarantee them.
-_REQUIRED = {'instance_uuid', 'start_time', 'start_sec', 'finish_time',
-             'finish_sec', 'event_duration'}
 _AVRO_TYPES = {pa.string(): 'string', pa.int64(): 'long'}
 
-AVRO_SCHEMA = {
-    'type': 'record',
-    'name': 'InstanceEvent',
-    'namespace': 'org.starcompactor.trace',
-    'doc': 'One finished Nova instance event (Chameleon trace format v0.2).',
-    'fields': [
-        {'name': field,
-         'type': (_AVRO_TYPES[typ] if field in _REQUIRED
-                  else ['null', _AVRO_TYPES[typ]]),
-         'doc': header}
-        for header, field, typ in TRACE_COLUMNS
-    ],
-}
+
+@dataclass(frozen=True)
+class TraceTable:
+    """One table of the published trace, as every sink and reader needs it:
+    ``columns`` are (CSV header, Avro/JSON field, arrow type) in the
+    published order; ``required`` fields are never null."""
+    record: str
+    doc: str
+    columns: tuple
+    required: frozenset
+
+    @property
+    def csv_header(self):
+        return [header for header, _, _ in self.columns]
+
+    @property
+    def fields(self):
+        return [field for _, field, _ in self.columns]
+
+    @property
+    def schema(self):
+        return pa.schema([(field, typ) for _, field, typ in self.columns])
+
+    @property
+    def avro_schema(self):
+        return {
+            'type': 'record',
+            'name': self.record,
+            'namespace': 'org.starcompactor.trace',
+            'doc': self.doc,
+            'fields': [
+                {'name': field,
+                 'type': (_AVRO_TYPES[typ] if field in self.required
+                          else ['null', _AVRO_TYPES[typ]]),
+                 'doc': header}
+                for header, field, typ in self.columns
+            ],
+        }
+
+
+INSTANCE_TRACE = TraceTable(
+    'InstanceEvent',
+    'One finished Nova instance event (Chameleon trace format v0.2).',
+    TRACE_COLUMNS,
+    # The join and the validation guarantee these.
+    frozenset({'instance_uuid', 'start_time', 'start_sec', 'finish_time',
+               'finish_sec', 'event_duration'}))
+AVRO_SCHEMA = INSTANCE_TRACE.avro_schema
+
+# The machine (host) events of the published format v0.2, in order.
+HOST_TRACE = TraceTable(
+    'HostEvent',
+    'One event of a Nova compute host (Chameleon trace format v0.2).',
+    (
+        ('EVENT_TIME', 'event_time', pa.string()),
+        ('EVENT_TIME_SEC', 'event_time_sec', pa.int64()),
+        ('HOST_NAME (PHYSICAL)', 'host_name_physical', pa.string()),
+        ('RACK', 'rack', pa.int64()),
+        ('EVENT', 'event', pa.string()),
+        ('VCPU_CAPACITY', 'vcpu_capacity', pa.int64()),
+        ('MEMORY_CAPACITY_MB', 'memory_capacity_mb', pa.int64()),
+        ('DISK_CAPACITY_GB', 'disk_capacity_gb', pa.int64()),
+    ),
+    frozenset({'event_time', 'event_time_sec', 'host_name_physical',
+               'event'}))

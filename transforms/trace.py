@@ -45,7 +45,7 @@ def _derive(joined, epoch):
     trace = to_trace(joined, epoch)
     c.count(c.TRACE_ROWS, trace.num_rows)
     c.record_epoch(epoch)
-    return trace
+    yield trace
 
 
 class BuildTrace(beam.PTransform):
@@ -67,7 +67,7 @@ class BuildTrace(beam.PTransform):
         spec = self.spec
         pipeline = batches.pipeline
         join = (batches
-                | 'Validate' >> beam.FlatMap(_validated, spec.cut)
+                | 'Validate' >> c.Counted(_validated, spec.cut)
                 | 'Join' >> JoinEventsToInstances(
                     self.num_buckets, earliest_start=spec.epoch is None))
         joined = join[JOINED]
@@ -80,4 +80,4 @@ class BuildTrace(beam.PTransform):
 
         epoch = (spec.epoch if spec.epoch is not None
                  else beam.pvalue.AsSingleton(join[EARLIEST_START]))
-        return joined | 'DeriveSeconds' >> beam.Map(_derive, epoch)
+        return joined | 'DeriveSeconds' >> c.Counted(_derive, epoch)

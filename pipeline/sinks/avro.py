@@ -1,7 +1,6 @@
 """Avro trace shards, written a column at a time (``avro_blocks``)."""
 from starcompactor.pipeline.sinks.avro_blocks import AvroFileWriter
 from starcompactor.pipeline.sinks.base import TraceSink
-from starcompactor.transforms.schema import AVRO_SCHEMA
 
 # deflate: the codec every Avro reader has; level 1 keeps it off the critical
 # path while still shrinking the (very repetitive) trace several times.
@@ -14,7 +13,8 @@ class AvroTraceSink(TraceSink):
     mime_type = 'application/avro'
 
     def open(self, temp_path):
-        return AvroFileWriter(super().open(temp_path), AVRO_SCHEMA,
+        return AvroFileWriter(super().open(temp_path),
+                              self.table.avro_schema,
                               AVRO_CODEC, AVRO_CODEC_LEVEL)
 
     def write_record(self, avro_file, table):

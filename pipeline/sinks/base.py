@@ -24,20 +24,22 @@ def slices(table):
 
 
 class TraceSink(filebasedsink.FileBasedSink):
-    """A sink of trace tables in one format (``extension``). Temporary shards
+    """A sink of one trace table (``schema.TraceTable``) in one format
+    (``extension``). Temporary shards
     go to ``shards.temporary_folder(prefix, run_id)/<extension>`` rather than
     Beam's ``beam-temp-*`` folders, so that the job can remove them after a
     failed or interrupted run without knowing Beam's naming."""
     extension = None
     mime_type = 'application/octet-stream'
 
-    def __init__(self, prefix, num_shards, run_id):
+    def __init__(self, prefix, num_shards, run_id, table):
         super().__init__(
             prefix, coder=coders.coders.ToBytesCoder(),
             file_name_suffix='.' + self.extension, num_shards=num_shards,
             mime_type=self.mime_type,
             compression_type=CompressionTypes.UNCOMPRESSED)
         self.run_id = run_id
+        self.table = table
 
     def _create_temp_dir(self, file_path_prefix):
         return FileSystems.join(

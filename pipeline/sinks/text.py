@@ -6,7 +6,6 @@ import pyarrow.csv as pa_csv
 
 from starcompactor.pipeline.sinks.base import TraceSink, slices
 from starcompactor.pipeline.threads import OrderedWrites
-from starcompactor.transforms.schema import CSV_HEADER
 
 
 class _EncodedFile:
@@ -27,7 +26,8 @@ class CsvTraceSink(TraceSink):
 
     def open(self, temp_path):
         handle = super().open(temp_path)
-        handle.write(','.join(CSV_HEADER).encode('utf-8') + b'\n')
+        handle.write(','.join(self.table.csv_header).encode('utf-8')
+                     + b'\n')
         return _EncodedFile(handle)
 
     def write_record(self, csv_file, table):

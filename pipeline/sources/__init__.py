@@ -10,7 +10,9 @@ they read:
   pairs (``read.ReadSplits`` of a DoFn reading one split): ``table`` is
   'instances', 'actions' or 'events', the batch in
   ``transforms.schema.source_schema(table)``; one PCollection for all three,
-  which the join groups without merging PCollections first;
+  which the join groups without merging PCollections first; every step
+  that counts (``counters.count``) runs inside ``counters.Counted``, as
+  ``ReadSplits`` runs its DoFn, so that its counts reach the summary;
 - ``describe()`` -> a JSON-able description for the manifest (no secrets);
 - ``about()`` -> one plain-English line on what is read, for the run's
   start-up log (``about.about_line``), e.g. ``dump nova-demo.sql.gz (1.0 MB,
@@ -24,7 +26,10 @@ from starcompactor.pipeline.options import NovaSourceOptions
 from starcompactor.pipeline.sources.dump import NovaDumpSource
 from starcompactor.pipeline.sources.mysql import NovaMySQLSource
 from starcompactor.pipeline.sources.mysql_connection import MySQLConnection
+from starcompactor.pipeline.sources.nova_api import (
+    NovaApiSource, credential_source)
 from starcompactor.pipeline.times import parse_iso_utc, to_nova_text
+from starcompactor.transforms.schema import SOURCE_TABLES
 
 
 def split_list(text):
@@ -45,15 +50,32 @@ def mysql_connection(opts):
                            opts.mysql_password_file)
 
 
-def nova_source(options):
-    """The source that ``NovaSourceOptions`` describe."""
+def nova_source(options, tables=SOURCE_TABLES):
+    """The source that ``NovaSourceOptions`` describe, of the logical
+    ``tables`` (``transforms.schema``)."""
     opts = options.view_as(NovaSourceOptions)
     databases = split_list(opts.databases)
     if opts.databases is not None and not databases:
         raise UserError('--databases must name at least one database')
+    if opts.api:
+        if tables != SOURCE_TABLES:
+            raise UserError('the compute API source reads instances only; '
+                            'read hosts with --mysql-... or --dump')
+        if opts.dump or databases:
+            raise UserError('--api reads the compute API, which has no '
+                            'databases: drop --dump and --databases')
+        return NovaApiSource(credential_source(opts.osrc, opts.os_cloud),
+                             window=event_window(opts),
+                             page_size=opts.api_page_size,
+                             concurrency=opts.api_concurrency,
+                             rate=opts.api_rate)
+    if opts.osrc or opts.os_cloud:
+        raise UserError('--osrc and --os-cloud give credentials for the '
+                        'compute API: add --api')
     if opts.dump:
         return NovaDumpSource(opts.dump, databases or None,
                               archived=opts.archived,
-                              window=event_window(opts))
+                              window=event_window(opts), tables=tables)
     return NovaMySQLSource(mysql_connection(opts), databases or ['nova'],
-                           archived=opts.archived, window=event_window(opts))
+                           archived=opts.archived, window=event_window(opts),
+                           tables=tables)

@@ -28,9 +28,9 @@ from starcompactor.pipeline.sources.read import ReadSplits
 from starcompactor.pipeline.threads import prefetched
 from starcompactor.transforms import counters
 from starcompactor.transforms.buckets import concat
-from starcompactor.transforms.mask import DEFAULT_MASKED as IDENTITY_COLUMNS
+from starcompactor.transforms.mask import SOURCE_IDENTITIES
 from starcompactor.transforms.schema import (
-    DB, EVENTS, INSTANCES, NOVA_TABLES, SHADOW_PREFIX, SOURCE_COLUMNS,
+    DB, EVENTS, NOVA_TABLES, SHADOW_PREFIX, SOURCE_COLUMNS,
     SOURCE_TABLES, source_schema)
 
 log = logging.getLogger(__name__)
@@ -157,15 +157,17 @@ def chunk_to_table(database, table, lines):
 
 
 class NovaMySQLSource:
-    """What to read: databases, live and archived tables, an event window.
+    """What to read: databases, logical tables, live and archived tables,
+    an event window.
 
     ``window`` holds Nova-format time strings (``YYYY-MM-DD HH:MM:SS``).
     """
 
     def __init__(self, connection, databases, archived=True,
                  window=(None, None), split_ids=250_000,
-                 batch_rows=BATCH_ROWS):
+                 batch_rows=BATCH_ROWS, tables=SOURCE_TABLES):
         self.connection = connection
+        self.tables = tuple(tables)
         self.batch_rows = batch_rows
         self.databases = list(databases)
         self.archived = archived
@@ -177,36 +179,45 @@ class NovaMySQLSource:
             self.connection, self.window, self.batch_rows))
 
     def raw_identities(self, among=None):
-        """Every distinct raw user, project, instance name and host; with
-        ``among`` (candidate strings, e.g. the values of a sample of the
-        trace), only those of the candidates, found by the server."""
+        """Every distinct raw identity (user, project, instance name, host)
+        of the tables read; with ``among`` (candidate strings, e.g. the
+        values of a sample of the trace), only those of the candidates,
+        found by the server."""
         values = set()
-        columns = ', '.join(_quote(column) for column in IDENTITY_COLUMNS)
         connection = self.connection.connect()
         try:
             with connection.cursor() as cursor:
                 for database in self.databases:
-                    for nova_table in self.nova_tables(INSTANCES):
-                        table = f'{_quote(database)}.{_quote(nova_table)}'
-                        if among is None:
-                            for column in IDENTITY_COLUMNS:
-                                cursor.execute(f'SELECT DISTINCT '
-                                               f'{_quote(column)} FROM {table}')
-                                values.update(v for v, in cursor)
-                        elif among:
-                            candidates = tuple(sorted(among))
-                            where = ' OR '.join(f'{_quote(column)} IN %s'
-                                                for column in IDENTITY_COLUMNS)
-                            cursor.execute(
-                                f'SELECT {columns} FROM {table} WHERE {where}',
-                                [candidates] * len(IDENTITY_COLUMNS))
-                            values.update(v for row in cursor for v in row)
+                    for table in self.tables:
+                        for nova_table in self.nova_tables(table):
+                            values |= self._identities(
+                                cursor, f'{_quote(database)}.'
+                                f'{_quote(nova_table)}',
+                                SOURCE_IDENTITIES.get(table, ()), among)
         except pymysql.err.MySQLError as e:
             raise self.connection.error(e) from None
         finally:
             connection.close()
         found = {v.decode('utf-8', 'replace') for v in values if v}
         return found if among is None else found & set(among)
+
+    @staticmethod
+    def _identities(cursor, table, identity_columns, among):
+        if among is None:
+            values = set()
+            for column in identity_columns:
+                cursor.execute(f'SELECT DISTINCT {_quote(column)} FROM {table}')
+                values.update(v for v, in cursor)
+            return values
+        if not among or not identity_columns:
+            return set()
+        candidates = tuple(sorted(among))
+        where = ' OR '.join(f'{_quote(column)} IN %s'
+                            for column in identity_columns)
+        cursor.execute(f'SELECT {", ".join(map(_quote, identity_columns))} '
+                       f'FROM {table} WHERE {where}',
+                       [candidates] * len(identity_columns))
+        return {v for row in cursor for v in row}
 
     def describe(self):
         start, end = self.window
@@ -237,7 +248,7 @@ class NovaMySQLSource:
             with connection.cursor() as cursor:
                 self._check_databases(cursor)
                 for database in self.databases:
-                    for table in SOURCE_TABLES:
+                    for table in self.tables:
                         nova_tables = self.nova_tables(table)
                         ranges = [self._id_range(cursor, database, table,
                                                  nova_table)

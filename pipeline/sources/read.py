@@ -2,9 +2,12 @@
 source's ``reader(splits)`` returns."""
 import apache_beam as beam
 
+from starcompactor.transforms.counters import Counted
+
 
 class ReadSplits(beam.PTransform):
-    """PBegin -> what ``read_split`` (a DoFn) yields for each of ``splits``.
+    """PBegin -> what ``read_split`` (a DoFn) yields for each of ``splits``;
+    what it counts becomes data too (``counters.Counted``).
 
     The splits, planned where the pipeline is built, are spread over the
     workers first, so each is read where it lands, in parallel.
@@ -19,4 +22,4 @@ class ReadSplits(beam.PTransform):
         return (pbegin
                 | 'Splits' >> beam.Create(self.splits)
                 | 'SpreadSplits' >> beam.Reshuffle()
-                | 'ReadSplits' >> beam.ParDo(self.read_split))
+                | 'ReadSplits' >> Counted(self.read_split))

@@ -38,10 +38,11 @@ class DumpSplit:
 
 
 def nova_table_map(archived=True):
-    """Nova table name -> logical table (instances, actions, events)."""
+    """Nova table name -> logical table (instances, compute_nodes, ...)."""
     prefixes = ('', SHADOW_PREFIX) if archived else ('',)
-    return {prefix + NOVA_TABLES[table]: table
-            for table in SOURCE_TABLES for prefix in prefixes}
+    return {prefix + nova_table: table
+            for table, nova_table in NOVA_TABLES.items()
+            for prefix in prefixes}
 
 
 ALL_NOVA_TABLES = nova_table_map(archived=True)
@@ -273,7 +274,7 @@ class DumpReader:
                 and split.end is None):    # the whole file, as it is
             split = dataclasses.replace(split, compression=compression_of(
                 self.path))
-        self.invalid_utf8 = {table: 0 for table in SOURCE_TABLES}
+        self.invalid_utf8 = {table: 0 for table in tables}
         batch = None
         wanted = {nova_table for nova_table, table in self.tables.items()
                   if table in tables}

@@ -12,8 +12,8 @@ from starcompactor.pipeline.sources.dump.reader import (
     ALL_NOVA_TABLES, BATCH_ROWS, DumpReader, DumpSplit)
 from starcompactor.pipeline.sources.read import ReadSplits
 from starcompactor.transforms import counters
-from starcompactor.transforms.mask import DEFAULT_MASKED as IDENTITY_COLUMNS
-from starcompactor.transforms.schema import EVENTS, INSTANCES
+from starcompactor.transforms.mask import SOURCE_IDENTITIES
+from starcompactor.transforms.schema import EVENTS, SOURCE_TABLES
 
 SPLIT_BYTES = 128 << 20
 
@@ -25,8 +25,9 @@ _EVENT_ROWS_PER_BYTE = 1 / 500
 
 
 class NovaDumpSource:
-    """What to read: dump files, databases, live and archived tables, an
-    event window (Nova-format time strings, applied while reading).
+    """What to read: dump files, databases, logical tables, live and
+    archived tables, an event window (Nova-format time strings, applied
+    while reading).
 
     ``databases`` None reads every database found. Rows before any
     ``USE``/``CREATE DATABASE`` (a dump made without ``--databases``) belong
@@ -35,7 +36,9 @@ class NovaDumpSource:
 
     def __init__(self, paths, databases=None, archived=True,
                  window=(None, None), default_database='nova',
-                 split_bytes=SPLIT_BYTES, batch_rows=BATCH_ROWS):
+                 split_bytes=SPLIT_BYTES, batch_rows=BATCH_ROWS,
+                 tables=SOURCE_TABLES):
+        self.tables = tuple(tables)
         self.paths = [paths] if isinstance(paths, (str, os.PathLike)) \
             else list(paths)
         self.paths = [os.fspath(p) for p in self.paths]
@@ -72,12 +75,14 @@ class NovaDumpSource:
                           self.archived, self.window)
 
     def raw_identities(self, among=None):
-        """Every distinct raw user, project, instance name and host; with
-        ``among`` (candidate strings), only those of the candidates."""
+        """Every distinct raw identity (user, project, instance name, host)
+        of the tables read; with ``among`` (candidate strings), only those
+        of the candidates."""
         values = set()
+        tables = [t for t in self.tables if t in SOURCE_IDENTITIES]
         for path in self.paths:
-            for _, batch in self.dump_reader(path).read(tables=[INSTANCES]):
-                for column in IDENTITY_COLUMNS:
+            for table, batch in self.dump_reader(path).read(tables=tables):
+                for column in SOURCE_IDENTITIES[table]:
                     values.update(
                         v for v in batch.column(column).to_pylist() if v)
         return values if among is None else values & set(among)
@@ -204,7 +209,8 @@ class ReadDumpSplits(beam.DoFn):
 
     def process(self, split):
         reader = self.source.dump_reader(split.path)
-        for table, batch, invalid in reader.read_counted(split):
+        for table, batch, invalid in reader.read_counted(
+                split, self.source.tables):
             # Like the MySQL source: rows with text that is not UTF-8 are
             # counted read and rejected here; the rest when validated.
             counters.count_read(table, invalid)

@@ -153,13 +153,17 @@ class CloudSettings:
     def plugin(self):
         """The keystoneauth plugin; ``UserError`` when options are missing."""
         loader = loading.get_plugin_loader(self.auth_type)
+        # keystoneauth leaves a missing password to Keystone's 401.
+        required = [opt.dest for opt in loader.get_options() if opt.required]
+        if self.auth_type != APPLICATION_CREDENTIAL:
+            required.append('password')
+        missing = [name for name in required if not self.auth.get(name)]
+        if missing:
+            raise UserError(f'{self.where} lacks {", ".join(missing)} for '
+                            f'{self.auth_type} authentication')
         try:
             return loader.load_from_options(**self.auth)
-        except ks_exceptions.MissingRequiredOptions as e:
-            names = ', '.join(opt.name for opt in e.options)
-            raise UserError(f'{self.where} lacks {names} for '
-                            f'{self.auth_type} authentication') from None
-        except TypeError as e:
+        except (ks_exceptions.OptionError, TypeError) as e:
             raise UserError(f'{self.where}: {e}') from None
 
 
@@ -213,7 +217,8 @@ def _first_config(file_env, filename, environ):
     if environ.get(file_env):
         return environ[file_env]
     for folder in CONFIG_FOLDERS:
-        path = os.path.join(os.path.expanduser(folder), filename)
+        path = os.path.abspath(os.path.join(os.path.expanduser(folder),
+                                            filename))
         if os.path.isfile(path):
             return path
     return None

@@ -41,7 +41,8 @@ def compute_range(document):
         entries = [entry for entry in document.get('versions') or ()
                    if isinstance(entry, dict) and entry.get('id') == 'v2.1']
     for entry in entries:
-        low, high = parse(entry.get('min_version')), parse(entry.get('version'))
+        low = parse(entry.get('min_version'))
+        high = parse(entry.get('version'))
         if low and high:
             return low, high
     return None
