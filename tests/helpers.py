@@ -72,3 +72,12 @@ def read_jsonl(prefix):
 
 def sort_records(records):
     return sorted(records, key=lambda r: tuple(str(v) for v in r.values()))
+
+
+def write_key_file(folder, key):
+    """A mask key file as an operator keeps one: the key, mode 600."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / 'mask.key'
+    path.write_bytes(key)
+    path.chmod(0o600)
+    return str(path)

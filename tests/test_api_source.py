@@ -18,7 +18,7 @@ import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from conftest import READER, drop_databases, grant_reader
-from helpers import read_csv, run_job
+from helpers import read_csv, run_job, write_key_file
 from job_graph import pipeline_proto_text
 from nova_api import NovaApiServer
 from starcompactor import synth
@@ -56,10 +56,7 @@ def cloud(mariadb):
 
 @pytest.fixture(scope='module')
 def key_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp('key') / 'mask.key'
-    path.write_bytes(MASK_KEY)
-    path.chmod(0o600)
-    return str(path)
+    return write_key_file(tmp_path_factory.mktemp('key'), MASK_KEY)
 
 
 def common_args(key_file, *extra):

@@ -30,7 +30,7 @@ import pymysql
 import pytest
 
 from conftest import drop_databases, grant_reader
-from helpers import job_args, read_csv, run_job
+from helpers import job_args, read_csv, run_job, write_key_file
 from starcompactor import synth
 from starcompactor.pipeline.sources import mysql as mysql_source
 from starcompactor.pipeline.times import UTC
@@ -64,10 +64,7 @@ RETRY = {1205, 1213}   # lock wait timeout, deadlock: retried as Nova does
 
 @pytest.fixture(scope='module')
 def key_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp('key') / 'mask.key'
-    path.write_bytes(MASK_KEY)
-    path.chmod(0o600)
-    return str(path)
+    return write_key_file(tmp_path_factory.mktemp('key'), MASK_KEY)
 
 
 def _load(mariadb, cells):

@@ -59,7 +59,8 @@ from conftest import READER, READER_PASSWORD
 from dask_cluster import DaskCluster
 from datasets import NovaDatabases, cells_with_archive
 from flink_cluster import FlinkSessionCluster
-from helpers import read_avro, read_csv, read_jsonl, sort_records
+from helpers import (read_avro, read_csv, read_jsonl, sort_records,
+                     write_key_file)
 from job_graph import dask_graph_text, pipeline_proto_text
 from starcompactor.pipeline import runners
 from starcompactor.pipeline.instances import InstancesJob
@@ -184,10 +185,8 @@ def databases(mariadb):
 
 @pytest.fixture(scope='module')
 def key_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp('key') / 'mask.key'
-    path.write_bytes(golden.GOLDEN_KEY + b'\n')
-    path.chmod(0o600)
-    return str(path)
+    return write_key_file(tmp_path_factory.mktemp('key'),
+                          golden.GOLDEN_KEY + b'\n')
 
 
 @pytest.fixture(scope='module')

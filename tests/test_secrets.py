@@ -25,7 +25,7 @@ import pymysql
 import pytest
 
 from conftest import READER, READER_PASSWORD, drop_databases, grant_reader
-from helpers import insert, read_csv, run_job
+from helpers import insert, read_csv, run_job, write_key_file
 from starcompactor import synth
 from starcompactor.pipeline import shards
 from starcompactor.pipeline.sources.mysql_connection import MySQLConnection
@@ -73,11 +73,7 @@ def history(mariadb):
 
 @pytest.fixture
 def key_file(tmp_path):
-    path = tmp_path / 'secrets' / 'mask.key'
-    path.parent.mkdir()
-    path.write_bytes(MASK_KEY + b'\n')
-    path.chmod(0o600)
-    return str(path)
+    return write_key_file(tmp_path / 'secrets', MASK_KEY + b'\n')
 
 
 def source_args(mariadb, cells):

@@ -5,16 +5,15 @@ import pytest
 import golden
 from datasets import cells_with_archive as _cells_with_archive
 from helpers import (
-    insert, job_args, read_avro, read_csv, read_jsonl, run_job, sort_records)
+    insert, job_args, read_avro, read_csv, read_jsonl, run_job, sort_records,
+    write_key_file)
 from starcompactor.transforms.schema import CSV_HEADER, TRACE_FIELDS
 
 
 @pytest.fixture
 def key_file(tmp_path):
-    path = tmp_path / 'mask.key'
-    path.write_bytes(golden.GOLDEN_KEY + b'\n')   # one newline is stripped
-    path.chmod(0o600)
-    return str(path)
+    # one trailing newline is stripped
+    return write_key_file(tmp_path, golden.GOLDEN_KEY + b'\n')
 
 
 def test_golden_trace_in_every_format(mariadb, password_file, golden_db,
