@@ -448,3 +448,32 @@ def test_join_with_nothing_to_join_has_no_earliest_start():
     assert counters(pipeline.run()) == {
         'rejected.events.no_action': 1,
         'rejected.instances.no_finished_events': 1}
+
+
+class _EmitsAtBundleEnd(beam.DoFn):
+    """Holds its elements and emits (and counts) them when the bundle ends,
+    as Beam's own file sinks do."""
+
+    def start_bundle(self):
+        self.held = []
+
+    def process(self, element):
+        self.held.append(element)
+
+    def finish_bundle(self):
+        from apache_beam.utils.windowed_value import WindowedValue
+        from starcompactor.transforms import counters
+        counters.count('held', len(self.held))
+        for element in self.held:
+            yield WindowedValue(element, 0,
+                                [beam.transforms.window.GlobalWindow()])
+
+
+def test_counted_steps_keep_what_they_emit_and_count_at_bundle_end():
+    from starcompactor.transforms.counters import Counted, all_counts
+    with test_pipeline.TestPipeline() as pipeline:
+        held = (pipeline | beam.Create([1, 2, 3])
+                | 'Hold' >> Counted(_EmitsAtBundleEnd()))
+        assert_that(held, equal_to([1, 2, 3]), label='Elements')
+        assert_that(all_counts(pipeline), equal_to([{'held': 3}]),
+                    label='Counts')

@@ -19,6 +19,9 @@ import time
 import apache_beam as beam
 from apache_beam.pipeline import PipelineVisitor
 from apache_beam.transforms.core import CallableWrapperDoFn
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
 NAMESPACE = 'starcompactor'
 
@@ -157,6 +160,24 @@ def _note(name, value):
         _add(ledger, name, value)
 
 
+def _in_global_window(value):
+    return WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()])
+
+
+def _with_counts(outputs, as_output=lambda value: value):
+    """``outputs`` (a step's generator, or None), then what making them
+    counted, tagged ``COUNTS`` (``as_output`` wraps it as the caller must
+    emit: finish_bundle emits windowed values only)."""
+    ledger = {}
+    token = _ledger.set(ledger)
+    try:
+        yield from outputs or ()
+    finally:
+        _ledger.reset(token)
+    if ledger:
+        yield beam.pvalue.TaggedOutput(COUNTS, as_output(ledger))
+
+
 class _CountedCalls(beam.DoFn):
     """Runs ``step`` and emits, after each call, what the call counted."""
 
@@ -168,14 +189,14 @@ class _CountedCalls(beam.DoFn):
         self.step.setup()
 
     def process(self, element, *args, **kwargs):
-        ledger = {}
-        token = _ledger.set(ledger)
-        try:
-            yield from self.step.process(element, *args, **kwargs)
-        finally:
-            _ledger.reset(token)
-        if ledger:
-            yield beam.pvalue.TaggedOutput(COUNTS, ledger)
+        yield from _with_counts(self.step.process(element, *args, **kwargs))
+
+    def start_bundle(self):
+        self.step.start_bundle()
+
+    def finish_bundle(self):
+        # A wrapped step that emits (or counts) here must not lose it.
+        yield from _with_counts(self.step.finish_bundle(), _in_global_window)
 
     def teardown(self):
         self.step.teardown()
