@@ -42,7 +42,10 @@ setup(
     package_data={'starcompactor.pipeline': ['demo/*.sql.gz'],
                   'starcompactor.synth': ['sql/*.sql']},
     install_requires=requirements(),
-    extras_require={'dask': DASK, 'test': ['pytest>=7', *DASK]},
+    # duckdb: the tests read the Parquet output with a reader besides
+    # pyarrow's.
+    extras_require={'dask': DASK,
+                    'test': ['pytest>=7', 'duckdb>=1.0', *DASK]},
     entry_points={'console_scripts': [
         'starcompactor = starcompactor.pipeline.cli:main']},
 )

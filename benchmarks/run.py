@@ -19,7 +19,9 @@ times (medians reported):
   multi_processing with 2 workers, and on the DaskRunner with the local
   cluster the command starts (a scheduler in the command, 2 worker
   processes); and, if the CLI has ``--dump``, the same on a dump file
-  written once by ``synth.write_dump`` (cached next to the data directory).
+  written once by ``synth.write_dump`` (cached next to the data directory),
+  and, if it has ``--audit-dir``, on the same history as audit-table
+  exports written once by ``synth.write_audit`` (cached there too).
   ``--only TEXT`` (repeatable) runs only the configurations whose name
   (``MySQL, dask x2, csv``) contains one of the texts.
 
@@ -56,6 +58,8 @@ import pymysql.cursors  # noqa: E402
 
 from starcompactor import synth  # noqa: E402
 from starcompactor.pipeline import shards  # noqa: E402
+from starcompactor.transforms import audit  # noqa: E402
+from starcompactor.transforms.schema import SOURCE_TABLES  # noqa: E402
 
 CELLS = ('nova_cell0', 'nova_cell1')
 TABLES = ('instances', 'instance_actions', 'instance_actions_events')
@@ -128,6 +132,20 @@ def ensure_dump(path, instances, seed):
     print(f'  writing the dump {path} ...', flush=True)
     result = synth.write_dump(path, instances, seed=seed)
     print(f'  {result.summary(path)}')
+
+
+def ensure_audit(folder, instances, seed):
+    """The same history as audit exports, one folder per cell; their
+    paths."""
+    folders = [os.path.join(folder, cell) for cell in CELLS]
+    if all(os.path.exists(os.path.join(f, audit.file_name(table)))
+           for f in folders for table in SOURCE_TABLES):
+        print(f'  reusing the audit exports {folder}')
+        return folders
+    print(f'  writing the audit exports {folder} ...', flush=True)
+    result = synth.write_audit(folder, instances, seed=seed)
+    print(f'  {result.summary(folder)}')
+    return folders
 
 
 # -- measuring ----------------------------------------------------------------
@@ -213,10 +231,10 @@ def starcompactor():
     return exe if os.path.exists(exe) else shutil.which('starcompactor')
 
 
-def has_dump_option():
+def has_option(option):
     out = subprocess.run([starcompactor(), 'instances', '--help'],
                          capture_output=True, text=True).stdout
-    return '--dump' in out
+    return option in out
 
 
 # -- correctness --------------------------------------------------------------
@@ -366,16 +384,23 @@ def bench(events, args):
         print(f'    {", ".join(f"{s:.2f}" for s in limits)} s -> '
               f'median {limit:.2f} s')
 
+        cells = ['--databases', ','.join(CELLS)]
         sources = [('MySQL', ['--mysql-host', '127.0.0.1',
                               '--mysql-port', str(server.port),
-                              '--mysql-user', 'root'])]
-        if has_dump_option():
+                              '--mysql-user', 'root', *cells])]
+        if has_option('--dump'):
             dump = os.path.join(cache, f'bench-dump-{events}-{args.seed}.sql')
             ensure_dump(dump, meta['instances'], args.seed)
-            sources.append(('dump', ['--dump', dump]))
+            sources.append(('dump', ['--dump', dump, *cells]))
         else:
             print('  (starcompactor instances has no --dump: dump source '
                   'not measured)')
+        if has_option('--audit-dir'):
+            folders = ensure_audit(
+                os.path.join(cache, f'bench-audit-{events}-{args.seed}'),
+                meta['instances'], args.seed)
+            sources.append(('audit exports', [
+                a for folder in folders for a in ('--audit-dir', folder)]))
 
         rows, digests = [], {}
         for source, source_args in sources:
@@ -390,7 +415,6 @@ def bench(events, args):
                         'trace')
                     os.makedirs(os.path.dirname(out))
                     argv = [starcompactor(), 'instances', *source_args,
-                            '--databases', ','.join(CELLS),
                             '--output', out, '--overwrite',
                             '--mask-key-file', key, '--epoch', EPOCH,
                             *format_args, *mode_args]

@@ -20,6 +20,7 @@ commands:
   demo        trace and report of the bundled demo history (no server)
   instances   extract the instance-event trace from Nova databases
   hosts       extract the host (machine) event trace from Nova databases
+  trace       both tables, instance and host events, in one run, one key
   verify      check a trace's files for raw identities and the key
   report      statistics and plots of a trace (HTML and JSON)
   synth       write a synthetic Nova history (MySQL or a dump file)
@@ -77,7 +78,7 @@ def configure_logging():
 
 def _instances_parser(prog='starcompactor instances'):
     from starcompactor.pipeline.options import (
-        InstancesOptions, NovaSourceOptions)
+        BareMetalOptions, InstancesOptions, NovaSourceOptions)
     parser = StrictParser(
         prog=prog,
         description='Extract an anonymized instance-event trace from Nova.',
@@ -86,13 +87,26 @@ def _instances_parser(prog='starcompactor instances'):
                'too.')
     NovaSourceOptions._add_argparse_args(parser)
     InstancesOptions._add_argparse_args(parser)
+    BareMetalOptions._add_argparse_args(parser)
     return parser
 
 
 def _instances(argv):
-    from starcompactor.pipeline import instances, runners
+    from starcompactor.pipeline import follow, instances, runners
+    from starcompactor.pipeline.options import FollowOptions
     runners.load_runner_options(argv)
-    _instances_parser().parse_strict(argv, beam_options=True)
+    parser = _instances_parser()
+    FollowOptions._add_argparse_args(parser)
+    args = parser.parse_strict(argv, beam_options=True)
+    if args.follow:
+        if (args.trace_format, args.instance_type) != ('v0.2', 'vm') or \
+                args.blazar_database or args.ironic_database:
+            raise UserError('--follow writes v0.2 traces of virtual '
+                            'machines: drop --trace-format, --instance-type '
+                            'and the Ironic and Blazar databases')
+        follow.run(argv)
+        return
+    follow.refuse_follow_options(args)
     instances.run(argv)
 
 
@@ -106,6 +120,20 @@ def _hosts(argv):
     HostsOptions._add_argparse_args(parser)
     parser.parse_strict(argv, beam_options=True)
     hosts.run(argv)
+
+
+def _trace(argv):
+    from starcompactor.pipeline import runners, trace
+    from starcompactor.pipeline.options import HostsOptions
+    runners.load_runner_options(argv)
+    parser = _instances_parser('starcompactor trace')
+    parser.description = ('Extract both tables of an anonymized trace, '
+                          'instance events and host (machine) events, in '
+                          'one run under one masking key: PREFIX-instances '
+                          'and PREFIX-hosts.')
+    HostsOptions._add_argparse_args(parser)
+    parser.parse_strict(argv, beam_options=True)
+    trace.run(argv)
 
 
 def _synth(argv):
@@ -160,10 +188,11 @@ def _verify(argv):
                              f'supplied (or ${mask.KEY_ENV})')
     NovaSourceOptions._add_argparse_args(parser)
     args = parser.parse_strict(argv)
-    if not (args.dump or args.databases or args.api):
+    if not (args.dump or args.databases or args.api or args.audit_dirs):
         raise UserError('verify compares a trace with the source it was made '
                         'from: give --dump FILE..., --databases DB,... '
-                        '(with --mysql-host, --mysql-user, ...) or --api')
+                        '(with --mysql-host, --mysql-user, ...), --api or '
+                        '--audit-dir DIR')
     paths = shards.find(args.prefix)
     if not paths:
         raise UserError(f'no trace files at {args.prefix} '
@@ -176,9 +205,8 @@ def _verify(argv):
         raise UserError(str(e))
     # The trace's kind says which source tables hold its identities.
     jobs = (InstancesJob, HostsJob)
-    table = shards.trace_table(paths, [job.trace_table for job in jobs])
-    source_tables = next(job.source_tables for job in jobs
-                         if job.trace_table is table)
+    kinds = {table: job for job in jobs for table in job.trace_tables}
+    source_tables = kinds[shards.trace_table(paths, list(kinds))].source_tables
     source_flags = [a for a in argv if a != args.prefix]
     found = leaks.check(paths, sources.nova_source(
         PipelineOptions(source_flags), source_tables), key)
@@ -191,6 +219,7 @@ def _verify(argv):
 
 
 COMMANDS = {'demo': _demo, 'instances': _instances, 'hosts': _hosts,
+            'trace': _trace,
             'verify': _verify,
             'synth': _synth, 'report': _report}
 

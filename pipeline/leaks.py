@@ -7,7 +7,8 @@ looked for as bytes anywhere in the text formats and in every decoded value.
 """
 from dataclasses import dataclass
 
-from starcompactor.pipeline.shards import field_values
+from starcompactor.pipeline.shards import (
+    TEXT_FORMATS, field_values, file_format)
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,9 @@ def find_leaks(paths, raw_values, key=None, rows_per_file=None):
     key_text = key.decode('utf-8', 'replace') if key else None
     leaks = []
     for path in paths:
-        if key and rows_per_file is None and not path.endswith('.avro') \
-                and _file_contains(path, key):
+        if key and rows_per_file is None and \
+                file_format(path) in TEXT_FORMATS and \
+                _file_contains(path, key):
             leaks.append(Leak(path, 0, 'the masking key'))
         for n, values in enumerate(field_values(path, rows_per_file), start=1):
             for value in values:

@@ -17,7 +17,10 @@ import tempfile
 import threading
 import time
 
-from starcompactor.transforms.counters import PROGRESS_FOLDER_ENV
+from starcompactor.transforms.counters import (
+    HOST_TRACE_ROWS, PROGRESS_FOLDER_ENV, TRACE_ROWS)
+
+ROWS_COUNTERS = (TRACE_ROWS, HOST_TRACE_ROWS)   # a trace run makes both
 
 log = logging.getLogger('starcompactor')
 
@@ -87,7 +90,7 @@ def describe(totals, tables, estimated_events, seconds):
             rate = events / seconds
             left = (estimated_events - events) / rate
             line += f' ({rate:,.0f}/s, ~{_duration(left)} left)'
-    trace_rows = totals.get('trace_rows', 0)
+    trace_rows = sum(totals.get(name, 0) for name in ROWS_COUNTERS)
     if trace_rows:
         line += f'; {trace_rows:,} trace rows'
     return f'{line}; {_duration(seconds)}'

@@ -9,19 +9,27 @@ the tests) does it here, so that a prefix holding ``*``, ``?`` or ``[`` is
 always taken literally.
 """
 import csv
+import datetime as dt
 import glob
+import itertools
 import json
 import os
 import re
 
 import fastavro
 import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 
 from starcompactor.pipeline.errors import UserError
 
-FORMATS = ('csv', 'avro', 'jsonl')
+FORMATS = ('csv', 'avro', 'jsonl', 'parquet')
+TEXT_FORMATS = ('csv', 'jsonl')   # the others are compressed binary
+_PARQUET_BATCH_ROWS = 10_000
 SHARD_TEMPLATE = '-SSSSS-of-NNNNN'
 MANIFEST_SUFFIX = '.manifest.json'
+# ``starcompactor trace --output PREFIX`` writes its two tables here.
+INSTANCES_SUFFIX = '-instances'
+HOSTS_SUFFIX = '-hosts'
 _SHARD_NAME = re.compile(r'-(\d{5,})-of-(\d{5,})\.([a-z]+)')
 
 
@@ -53,6 +61,13 @@ def find(prefix, formats=FORMATS):
                   for path in paths)
 
 
+def _one_of(names):
+    """'a', 'a or b', 'a, b or c'."""
+    if len(names) == 1:
+        return names[0]
+    return f'{", ".join(names[:-1])} or {names[-1]}'
+
+
 def complete_set(prefix, formats):
     """``(format, paths)`` of the first of ``formats`` with shards at
     ``prefix``, checked to be one whole set (0..N-1 of N)."""
@@ -62,7 +77,7 @@ def complete_set(prefix, formats):
         other = sorted(set(shards_by_format(prefix)) - set(formats))
         if other:
             raise UserError(f'only {", ".join(other)} shards at {prefix}; '
-                            f'this reads {" or ".join(formats)}')
+                            f'this reads {_one_of(formats)}')
         raise UserError(f'no trace at {prefix}: no {prefix}{SHARD_TEMPLATE}'
                         f'.{{{",".join(formats)}}} files')
     paths = found[fmt]
@@ -89,10 +104,22 @@ def _json_values(line):
         return [line.rstrip('\n')]
 
 
+def _parquet_rows(path):
+    """A Parquet shard's rows, read a batch at a time (so that a sample
+    stops early); times as aware datetimes."""
+    with pq.ParquetFile(path) as parquet_file:
+        for batch in parquet_file.iter_batches(_PARQUET_BATCH_ROWS):
+            yield from batch.to_pylist()
+
+
 def records(path, limit=None):
     """Each row of a shard as a dict (field names as in the file: CSV
-    headers, Avro/JSON field names); the first ``limit`` rows, or all."""
+    headers, Avro/JSON/Parquet field names); the first ``limit`` rows, or
+    all."""
     fmt = file_format(path)
+    if fmt == 'parquet':
+        yield from itertools.islice(_parquet_rows(path), limit)
+        return
     with open(path, 'rb' if fmt == 'avro' else 'r',
               **({} if fmt == 'avro' else
                  {'encoding': 'utf-8', 'newline': ''})) as f:
@@ -141,6 +168,8 @@ def trace_table(paths, tables):
 def count_rows(path, first_column):
     """Rows in one shard, read the way its format is read."""
     fmt = file_format(path)
+    if fmt == 'parquet':
+        return pq.read_metadata(path).num_rows   # from the footer
     if fmt == 'avro':
         with open(path, 'rb') as f:
             return sum(block.num_records for block in fastavro.block_reader(f))
@@ -153,3 +182,36 @@ def count_rows(path, first_column):
         return sum(batch.num_rows for batch in reader)
     with open(path, 'rb') as f:
         return sum(1 for line in f if line.strip())
+
+
+# --------------------------------------------------------------------------
+# Window files (``instances --follow``): one shard set per time window, in
+# a folder per day, ``FOLDER/YYYY-MM-DD/YYYYMMDDTHHMMSSZ-SSSSS-of-NNNNN.<ext>``
+# named by the window's start (UTC); files not yet final are in
+# ``FOLDER/.writing/``.
+
+WINDOW_TEMPORARY = '.writing'
+_WINDOW_STAMP = '%Y%m%dT%H%M%SZ'
+_WINDOW_FILE = re.compile(r'(\d{4}-\d{2}-\d{2})/(\d{8}T\d{6}Z)-(\d{5,})-of-'
+                          r'(\d{5,})\.([a-z]+)')
+
+
+def window_file_name(start, shard, total, fmt):
+    """Where, inside a window folder, shard ``shard`` of ``total`` of the
+    window starting at ``start`` (seconds since 1970) goes."""
+    begins = dt.datetime.fromtimestamp(start, dt.timezone.utc)
+    return (f'{begins:%Y-%m-%d}/{begins:{_WINDOW_STAMP}}-{shard:05d}-of-'
+            f'{total:05d}.{fmt}')
+
+
+def window_files(folder, formats=FORMATS):
+    """``[(window start, path), ...]`` of the window files in ``folder``
+    of the given formats, sorted."""
+    found = []
+    for path in glob.glob(os.path.join(glob.escape(folder), '*', '*')):
+        match = _WINDOW_FILE.fullmatch(os.path.relpath(path, folder))
+        if match and match[5] in formats:
+            begins = dt.datetime.strptime(match[2], _WINDOW_STAMP).replace(
+                tzinfo=dt.timezone.utc)
+            found.append((int(begins.timestamp()), path))
+    return sorted(found)

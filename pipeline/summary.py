@@ -26,25 +26,34 @@ class Summary:
     files: tuple = ()
     epoch: Optional[int] = None     # seconds since 1970; None: empty trace
     api: dict = field(default_factory=dict)   # the Nova API source's counts
+    linked: dict = field(default_factory=dict)   # counters.LINKED counts
 
     @classmethod
     def from_counters(cls, totals, seconds=0.0, files=(),
-                      tables=SOURCE_TABLES):
+                      tables=SOURCE_TABLES, rows=counters.TRACE_ROWS):
+        """The summary of one trace table: its source ``tables`` (counts
+        of other tables, which another table of the run made, are not
+        its) and its trace rows, counted as ``rows``."""
         tables = {t: TableCount() for t in tables}
-        api = {}
+        api, linked = {}, {}
         for name, value in totals.items():
             kind, _, rest = name.partition('.')
+            table, _, reason = rest.partition('.')
+            if kind in (counters.READ, counters.IN_TRACE,
+                        counters.REJECTED) and table not in tables:
+                continue
             if kind == counters.READ:
                 tables[rest].read += value
             elif kind == counters.IN_TRACE:
                 tables[rest].in_trace += value
             elif kind == counters.REJECTED:
-                table, _, reason = rest.partition('.')
                 tables[table].left_out[reason] = value
             elif kind == counters.API:
                 api[rest] = value
-        return cls(tables, totals.get(counters.TRACE_ROWS, 0), seconds,
-                   tuple(files), totals.get(counters.EPOCH), api)
+            elif kind == counters.LINKED:
+                linked[rest] = value
+        return cls(tables, totals.get(rows, 0), seconds, tuple(files),
+                   totals.get(counters.EPOCH), api, linked)
 
     def imbalance(self, rows_written):
         """What does not add up, in words, or None. Every table must have

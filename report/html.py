@@ -3,6 +3,7 @@ with its plots (base64 PNGs) and tables of the same numbers as the JSON.
 """
 import base64
 import dataclasses
+import datetime as dt
 import os
 from html import escape
 
@@ -134,6 +135,33 @@ def trace_sections(stats, data):
            if len(stats['flavors']) > 50 else ''))
     return [summary, kinds, per_day, concurrency, lifetimes, durations,
             flavors]
+
+
+def capacity_section(trace_stats, stats, data):
+    """Host capacity over time, from the trace's host table
+    (``capacity.capacity_stats``); its numbers go to the JSON as
+    ``extra.host_capacity``."""
+    end = trace_stats['span']['last_finish']
+    if end is not None:
+        end = int(dt.datetime.strptime(end, '%Y-%m-%dT%H:%M:%SZ').replace(
+            tzinfo=dt.timezone.utc).timestamp())
+    series = ('hosts', 'vcpus', 'memory_mb', 'disk_gb')
+    rows = [(what, *(None if at is None else at[name] for name in series))
+            for what, at in (('peak', stats['peak']),
+                             ('at the end', stats['final']))]
+    note = (f'From the host table {stats["host_table"]["prefix"]}: '
+            f'{stats["hosts"]:,} hosts, {stats["events"]:,} events, '
+            f'{stats["first_event"]} .. {stats["last_event"]}.')
+    return Section(
+        'host_capacity', 'Host capacity over time', figures=[Figure(
+            'Host capacity',
+            'Step plots of the total vCPUs, memory and disk of the hosts '
+            'in service (created and enabled) over time, from the host '
+            'events.', plots.capacity(data, end))],
+        html=_table(['', 'hosts in service', 'vCPUs', 'memory MB',
+                     'disk GB'], rows)
+        + f'<p class="note">{escape(note)}</p>',
+        stats=stats)
 
 
 _STYLE = """

@@ -179,3 +179,24 @@ def flavors(stats):
     ax.set_ylabel('memory, GiB')
     ax.margins(0.15)
     return _png(fig)
+
+
+def capacity(data, end=None):
+    """Host capacity over time (``capacity.Capacity``): vCPUs, memory and
+    disk of the hosts in service, one step panel each, held from the last
+    change to ``end`` (seconds; the trace's last finish) if later."""
+    if not len(data.times):
+        return None
+    plt = _pyplot()
+    times = np.append(data.times, max(end or 0, data.times[-1]))
+    values = np.vstack([data.values, data.values[-1:]])
+    panels = ((1, 'vCPUs', 1), (2, 'memory, GiB', 1024), (3, 'disk, GB', 1))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 7), sharex=True)
+    for ax, (column, label, unit) in zip(axes, panels):
+        ax.step(_dates(times), values[:, column] / unit, where='post',
+                linewidth=1)
+        ax.set_ylabel(label)
+        ax.set_ylim(bottom=0)
+        ax.grid(True, axis='y', color='0.92')
+    fig.autofmt_xdate()
+    return _png(fig)

@@ -6,7 +6,9 @@ the cell databases real Nova (34.0.0, cells v2) would leave behind.
 copies, and the hosts' ``compute_nodes`` and ``services``, per cell
 database; ``load_mysql`` writes them into MariaDB/MySQL,
 ``write_dump`` into a ``mariadb-dump --databases`` style file (``.sql`` or
-``.sql.gz``). The same arguments (and seed) always give the same rows.
+``.sql.gz``), ``write_audit`` as audit-table exports (Parquet, as MySQL
+triggers and a back-fill record it). The same arguments (and seed) always
+give the same rows.
 
 The modules, one concern each:
 
@@ -19,8 +21,10 @@ The modules, one concern each:
 * ``inserts``: rows as SQL literals and extended INSERT statements.
 * ``mysql_loader``: ``load_mysql``, into a server.
 * ``dump_writer``: ``write_dump``, into a dump file.
+* ``audit_writer``: ``write_audit``, as audit-table exports.
 * ``cli``: ``starcompactor synth``.
 """
+from starcompactor.synth.audit_writer import write_audit
 from starcompactor.synth.cli import argument_parser, main, run
 from starcompactor.synth.dump_writer import write_dump
 from starcompactor.synth.model import (
@@ -31,4 +35,4 @@ from starcompactor.synth.tables import COLUMNS, TABLES
 
 __all__ = ['COLUMNS', 'DEFAULT_CELLS', 'History', 'Result', 'TABLES',
            'argument_parser', 'generate', 'instances_for_events',
-           'load_mysql', 'main', 'run', 'write_dump']
+           'load_mysql', 'main', 'run', 'write_audit', 'write_dump']

@@ -1,6 +1,9 @@
 """Writing Nova rows and reading traces back, for tests."""
 import csv
 import json
+import re
+import shutil
+import subprocess
 
 import fastavro
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -24,6 +27,28 @@ def insert(connection, database, table, rows):
         cursor.execute('SET FOREIGN_KEY_CHECKS=0')
         cursor.executemany(sql, [[row.get(c) for c in columns] for row in rows])
         cursor.execute('SET FOREIGN_KEY_CHECKS=1')
+
+
+def node_row(id_, host, created, capacity, updated=None, deleted_at=None):
+    """A ``compute_nodes`` row; ``capacity``: (vcpus, memory_mb, local_gb)."""
+    vcpus, memory_mb, local_gb = capacity
+    return {'id': id_, 'host': host, 'hypervisor_hostname': f'{host}.example',
+            'created_at': created, 'updated_at': updated,
+            'deleted_at': deleted_at, 'deleted': id_ if deleted_at else 0,
+            'vcpus': vcpus, 'memory_mb': memory_mb, 'local_gb': local_gb,
+            'vcpus_used': 0, 'memory_mb_used': 0, 'local_gb_used': 0,
+            'hypervisor_type': 'QEMU', 'hypervisor_version': 8002000,
+            'cpu_info': '{}'}
+
+
+def service_row(id_, host, updated, disabled=0, binary='nova-compute',
+                deleted_at=None, reason=None):
+    """A ``services`` row."""
+    return {'id': id_, 'host': host, 'binary': binary,
+            'topic': binary.split('-')[1], 'report_count': 7,
+            'created_at': '2023-11-01 00:00:00', 'updated_at': updated,
+            'disabled': disabled, 'disabled_reason': reason,
+            'deleted_at': deleted_at, 'deleted': id_ if deleted_at else 0}
 
 
 def job_args(server, password_file, databases, output, *extra):
@@ -72,6 +97,19 @@ def read_jsonl(prefix):
 
 def sort_records(records):
     return sorted(records, key=lambda r: tuple(str(v) for v in r.values()))
+
+
+def dump_state(server, databases, path, completed):
+    """A real mariadb-dump of ``databases``, its trailer set to
+    ``completed`` (the time of the state it holds)."""
+    dumper = shutil.which('mariadb-dump') or shutil.which('mysqldump')
+    text = subprocess.run([dumper, f'--socket={server.socket}',
+                           '--user=root', '--databases', *databases],
+                          stdout=subprocess.PIPE, check=True).stdout
+    text, found = re.subn(rb'-- Dump completed on [0-9: -]+',
+                          f'-- Dump completed on {completed}'.encode(), text)
+    assert found == 1
+    path.write_bytes(text)
 
 
 def write_key_file(folder, key):

@@ -102,7 +102,7 @@ BAD_INPUT = [
     (['verify', '{out}/t'], 1,
      'starcompactor: error: verify compares a trace with the source it was '
      'made from: give --dump FILE..., --databases DB,... (with '
-     '--mysql-host, --mysql-user, ...) or --api'),
+     '--mysql-host, --mysql-user, ...), --api or --audit-dir DIR'),
     (['verify', '{out}/t', '--dump', DEMO_DUMP], 1,
      'starcompactor: error: no trace files at {out}/t '
      '({out}/t-SSSSS-of-NNNNN.csv, ...)'),
@@ -176,3 +176,17 @@ def test_the_start_up_line_says_in_words_what_is_read(tmp_path):
     assert start.startswith('INFO starcompactor: reading dump '
                             'nova-demo.sql.gz'), start
     assert '{' not in start and 'splits of' not in start
+
+
+def test_the_demo_runs_from_a_fresh_folder_with_its_relative_output(tmp_path):
+    """The quick start: ``starcompactor demo`` in an empty folder writes
+    ``out/demo/trace-*`` there (a relative prefix, as users type it)."""
+    run = subprocess.run([sys.executable, '-m', 'starcompactor', 'demo'],
+                         cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    written = files_under(tmp_path / 'out' / 'demo')
+    for fmt in ('csv', 'avro', 'jsonl'):
+        assert f'trace-00000-of-00001.{fmt}' in written
+    assert 'trace.manifest.json' in written
+    assert not [name for name in written if '.writing-' in name]

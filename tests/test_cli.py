@@ -88,7 +88,7 @@ def test_bad_inputs_get_one_line_errors(mariadb, golden_db, nova_db,
     args = mysql_args(mariadb, golden_db, password_file) + out
     _fails_with(starcompactor('instances', *args, '--start', 'yesterday'),
                 '--start', 'yesterday')
-    _fails_with(starcompactor('instances', *args, '--formats', 'parquet'),
+    _fails_with(starcompactor('instances', *args, '--formats', 'orc'),
                 '--formats')
     _fails_with(starcompactor('instances', *args, '--mask-key-file',
                               str(tmp_path / 'nokey')), 'cannot read')

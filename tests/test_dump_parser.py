@@ -214,10 +214,10 @@ def test_integers_nulls_and_all_columns(tmp_path):
     assert rows == [
         {'db': 'nova', 'id': 1, 'uuid': 'uuid-1', 'user_id': 'user',
          'project_id': 'proj', 'hostname': 'vm-1', 'host': None,
-         'memory_mb': -5, 'root_gb': None, 'vcpus': 0},
+         'memory_mb': -5, 'root_gb': None, 'vcpus': 0, 'node': None},
         {'db': 'nova', 'id': 2, 'uuid': 'uuid-2', 'user_id': 'user',
          'project_id': 'proj', 'hostname': 'vm-2', 'host': 'compute-1',
-         'memory_mb': 64, 'root_gb': 20, 'vcpus': 16},
+         'memory_mb': 64, 'root_gb': 20, 'vcpus': 16, 'node': None},
     ]
 
 

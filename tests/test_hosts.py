@@ -4,16 +4,17 @@ from a series of three real dumps. Expected events are written out by hand.
 """
 import hashlib
 import hmac
-import re
-import shutil
-import subprocess
+
+import pytest
 
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing import test_pipeline
 
-from helpers import insert, job_args, read_csv
+from helpers import (
+    dump_state, insert, job_args, node_row, read_csv, service_row)
 from starcompactor import synth
 from starcompactor.pipeline import cli
+from starcompactor.pipeline.errors import UserError
 from starcompactor.pipeline.hosts import HostsJob
 from starcompactor.transforms.hosts import (
     CREATE, DELETE, DISABLE, ENABLE, UPDATE, HostEvent, HostState, Node,
@@ -96,57 +97,37 @@ def test_two_live_nodes_on_one_host_break_the_rules():
 
 # -- real MariaDB, two cells, three states ----------------------------------
 
-def _node_row(id_, host, created, capacity, updated=None, deleted_at=None):
-    vcpus, memory_mb, local_gb = capacity
-    return {'id': id_, 'host': host, 'hypervisor_hostname': f'{host}.example',
-            'created_at': created, 'updated_at': updated,
-            'deleted_at': deleted_at, 'deleted': id_ if deleted_at else 0,
-            'vcpus': vcpus, 'memory_mb': memory_mb, 'local_gb': local_gb,
-            'vcpus_used': 0, 'memory_mb_used': 0, 'local_gb_used': 0,
-            'hypervisor_type': 'QEMU', 'hypervisor_version': 8002000,
-            'cpu_info': '{}'}
-
-
-def _service_row(id_, host, updated, disabled=0, binary='nova-compute',
-                 deleted_at=None, reason=None):
-    return {'id': id_, 'host': host, 'binary': binary,
-            'topic': binary.split('-')[1], 'report_count': 7,
-            'created_at': '2023-11-01 00:00:00', 'updated_at': updated,
-            'disabled': disabled, 'disabled_reason': reason,
-            'deleted_at': deleted_at, 'deleted': id_ if deleted_at else 0}
-
-
 def _first_state(admin, cell1, cell2):
     insert(admin, cell1, 'compute_nodes', [
-        _node_row(1, 'r01-c01', '2024-01-01 00:00:00', (32, 128000, 1000),
-                  updated='2024-01-09 00:00:00'),
-        _node_row(2, 'r01-c02', '2024-01-02 00:00:00', (16, 64000, 500),
-                  updated='2024-01-09 00:00:00'),
+        node_row(1, 'r01-c01', '2024-01-01 00:00:00', (32, 128000, 1000),
+                 updated='2024-01-09 00:00:00'),
+        node_row(2, 'r01-c02', '2024-01-02 00:00:00', (16, 64000, 500),
+                 updated='2024-01-09 00:00:00'),
         # r02-c01's first node, replaced by node 4 in the same second
-        _node_row(3, 'r02-c01', '2024-01-01 00:00:00', (32, 128000, 1000),
-                  updated='2024-01-03 00:00:00',
-                  deleted_at='2024-01-03 00:00:00'),
-        _node_row(4, 'r02-c01', '2024-01-03 00:00:00', (64, 256000, 2000),
-                  updated='2024-01-09 00:00:00')])
+        node_row(3, 'r02-c01', '2024-01-01 00:00:00', (32, 128000, 1000),
+                 updated='2024-01-03 00:00:00',
+                 deleted_at='2024-01-03 00:00:00'),
+        node_row(4, 'r02-c01', '2024-01-03 00:00:00', (64, 256000, 2000),
+                 updated='2024-01-09 00:00:00')])
     insert(admin, cell1, 'services', [
-        _service_row(1, 'r01-c01', '2024-01-01 00:00:00'),
-        _service_row(2, 'r01-c02', '2024-01-05 00:00:00', disabled=1,
-                     reason='disk replacement'),
-        _service_row(3, 'r02-c01', '2024-01-03 00:00:00'),
-        _service_row(4, 'ctl1', '2024-01-09 00:00:00',
-                     binary='nova-conductor')])
+        service_row(1, 'r01-c01', '2024-01-01 00:00:00'),
+        service_row(2, 'r01-c02', '2024-01-05 00:00:00', disabled=1,
+                    reason='disk replacement'),
+        service_row(3, 'r02-c01', '2024-01-03 00:00:00'),
+        service_row(4, 'ctl1', '2024-01-09 00:00:00',
+                    binary='nova-conductor')])
     # cell2: r02-c02 retired and archived; r03-c01 live.
     insert(admin, cell2, 'shadow_compute_nodes', [
-        _node_row(1, 'r02-c02', '2023-12-01 00:00:00', (8, 32000, 200),
-                  deleted_at='2023-12-20 00:00:00')])
+        node_row(1, 'r02-c02', '2023-12-01 00:00:00', (8, 32000, 200),
+                 deleted_at='2023-12-20 00:00:00')])
     insert(admin, cell2, 'shadow_services', [
-        _service_row(1, 'r02-c02', '2023-12-20 00:00:00',
-                     deleted_at='2023-12-20 00:00:00')])
+        service_row(1, 'r02-c02', '2023-12-20 00:00:00',
+                    deleted_at='2023-12-20 00:00:00')])
     insert(admin, cell2, 'compute_nodes', [
-        _node_row(2, 'r03-c01', '2024-01-04 00:00:00', (8, 32000, 200),
-                  updated='2024-01-04 00:00:00')])
+        node_row(2, 'r03-c01', '2024-01-04 00:00:00', (8, 32000, 200),
+                 updated='2024-01-04 00:00:00')])
     insert(admin, cell2, 'services', [
-        _service_row(2, 'r03-c01', '2024-01-04 00:00:00')])
+        service_row(2, 'r03-c01', '2024-01-04 00:00:00')])
 
 
 def _second_state(admin, cell1, cell2):
@@ -214,19 +195,6 @@ def run_hosts(args, now=None):
     return job.summarize(0.0)
 
 
-def _dump(mariadb, databases, path, completed):
-    """A real mariadb-dump of ``databases``, its trailer set to
-    ``completed`` (the time of the state it holds)."""
-    dumper = shutil.which('mariadb-dump') or shutil.which('mysqldump')
-    text = subprocess.run([dumper, f'--socket={mariadb.socket}',
-                           '--user=root', '--databases', *databases],
-                          stdout=subprocess.PIPE, check=True).stdout
-    text, found = re.subn(rb'-- Dump completed on [0-9: -]+',
-                          f'-- Dump completed on {completed}'.encode(), text)
-    assert found == 1
-    path.write_bytes(text)
-
-
 def test_one_database_state_from_the_server(mariadb, nova_db, password_file,
                                             tmp_path):
     cells = [nova_db('cell1'), nova_db('cell2')]
@@ -257,7 +225,7 @@ def test_a_series_of_three_dumps(mariadb, nova_db, tmp_path):
     for (change, completed), name in zip(states, ('c.sql', 'b.sql', 'a.sql')):
         with mariadb.admin() as admin:
             change(admin, *cells)
-        _dump(mariadb, cells, dumps / name, completed)
+        dump_state(mariadb, cells, dumps / name, completed)
     summary = run_hosts(['--dump', str(dumps), '--output',
                          str(tmp_path / 'hosts'), *COMMON])
     _, rows = read_csv(tmp_path / 'hosts')
@@ -268,6 +236,28 @@ def test_a_series_of_three_dumps(mariadb, nova_db, tmp_path):
     assert (nodes.read, nodes.in_trace) == (6 + 6 + 5, 6 + 6 + 5)
     for table in summary.tables.values():
         assert table.balanced
+
+
+def test_a_series_of_dumps_of_different_cells_is_refused(mariadb, nova_db,
+                                                        tmp_path):
+    """One dump per cell is no series of states: read as one, every host
+    of the first cell would seem deleted by the second dump."""
+    cells = [nova_db('cell1'), nova_db('cell2')]
+    with mariadb.admin() as admin:
+        _first_state(admin, *cells)
+    dump_state(mariadb, cells[:1], tmp_path / 'cell1.sql',
+               '2024-01-10 00:00:00')
+    dump_state(mariadb, cells[1:], tmp_path / 'cell2.sql',
+               '2024-01-10 00:05:00')
+    with pytest.raises(UserError) as error:
+        run_hosts(['--dump', str(tmp_path / 'cell1.sql'),
+                   str(tmp_path / 'cell2.sql'),
+                   '--output', str(tmp_path / 'hosts'), *COMMON])
+    assert str(error.value) == (
+        f'the dumps of a series must hold the same databases, but '
+        f'{tmp_path / "cell1.sql"} has {cells[0]} and '
+        f'{tmp_path / "cell2.sql"} has {cells[1]}: give one dump of every '
+        f'cell per state (or --databases)')
 
 
 def test_hosts_are_masked_as_the_instance_table_masks_them(

@@ -307,7 +307,7 @@ def test_join_events_to_actions_gives_events_their_instance_uuid():
     instance = (INSTANCES, tuple(sorted(dict(
         db='nova', id=1, uuid=U1, user_id='alice', project_id='physics',
         hostname='vm-1', host='compute-1', memory_mb=2048, root_gb=20,
-        vcpus=1).items())))
+        vcpus=1, node=None).items())))
     assert_that(outputs[JOINED] | beam.FlatMap(_tagged_rows), equal_to([
         event(10, 'create', 1577836810, 1577836815, 'Success'),
         event(10, 'build', 1577836820, 1577836850, 'Success'),
@@ -368,7 +368,8 @@ def test_join_events_to_instances_joins_and_counts():
               | beam.Create([element], reshuffle=False)
               | beam.FlatMap(join_events_to_instances))
     instance = dict(hostname='vm-1', user_id='alice', project_id='physics',
-                    host='compute-1', memory_mb=2048, root_gb=20, vcpus=1)
+                    host='compute-1', memory_mb=2048, root_gb=20, vcpus=1,
+                    node=None)
     assert_that(rows_of(joined), equal_to([
         dict(db='nova', action_id=10, event='create', start=1577836810,
              finish=1577836815, result='Success', instance_uuid=U1,

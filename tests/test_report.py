@@ -251,7 +251,8 @@ def test_incomplete_trace(tmp_path):
 def test_json_lines_only_trace(tmp_path):
     (tmp_path / 't-00000-of-00001.jsonl').write_text('{}\n')
     with pytest.raises(UserError, match=re.escape(
-            f'only jsonl shards at {tmp_path / "t"}; this reads csv or avro')):
+            f'only jsonl shards at {tmp_path / "t"}; '
+            'this reads parquet, csv or avro')):
         write_report(str(tmp_path / 't'))
 
 

@@ -463,7 +463,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert 'no such directory' in capsys.readouterr().err
     assert cli.main(['synth', '--instances', '10']) == 2   # no target
     err = capsys.readouterr().err
-    assert 'one of the arguments --dump --mysql-host is required' in err
+    assert ('one of the arguments --dump --mysql-host --audit-dir is '
+            'required') in err
     assert err.count('\n') == 1
 
 

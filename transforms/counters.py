@@ -29,6 +29,7 @@ READ = 'read'            # counter name: read.<table>
 IN_TRACE = 'in_trace'    # in_trace.<table>: rows that reached the trace
 REJECTED = 'rejected'    # rejected.<table>.<reason>
 TRACE_ROWS = 'trace_rows'
+HOST_TRACE_ROWS = 'host_trace_rows'   # rows of the host table
 EPOCH = 'epoch'           # the epoch the run used (the least, not a sum)
 
 # Reasons a row is not in the trace. Rejects are rows that would have been
@@ -44,6 +45,10 @@ ACTION_NO_INSTANCE = 'no_instance'
 ACTION_NO_EVENTS = 'no_finished_events'
 INSTANCE_NO_EVENTS = 'no_finished_events'
 INSTANCE_BAD_UUID = 'bad_uuid'
+# Any table: a row of an instance the operator excluded (--exclude-users,
+# --exclude-projects; transforms.exclude) that would have been in the trace.
+EXCLUDED_USER = 'excluded_user'
+EXCLUDED_PROJECT = 'excluded_project'
 # Any table: the row was read from both the live and the shadow_ table,
 # archived while the trace ran; the other copy is in the trace.
 READ_TWICE = 'read_twice'
@@ -64,6 +69,14 @@ def server_http_error(status):
 # sizes stay empty because their flavor no longer exists.
 API = 'api'
 API_SIZES_UNKNOWN = f'{API}.sizes_unknown'
+
+
+# ``starcompactor trace`` (linked.<name>): the distinct hosts of its
+# instance table, and those of them without a compute node row (no CREATE
+# in its host table); their instance rows stay in the trace.
+LINKED = 'linked'
+INSTANCE_HOSTS = 'instance_hosts'
+HOSTS_WITHOUT_COMPUTE_NODE = 'hosts_without_compute_node'
 
 
 # Where this process writes its tallies for the launcher's progress line
@@ -127,6 +140,10 @@ def count_in_trace(table, n):
 
 def count_rejected(table, reason, n):
     count(f'{REJECTED}.{table}.{reason}', n)
+
+
+def count_linked(name, n):
+    count(f'{LINKED}.{name}', n)
 
 
 def record_epoch(epoch):

@@ -1,11 +1,13 @@
-"""Derived trace fields: seconds from an epoch, ISO-8601 times."""
+"""Derived trace fields: seconds from an epoch, ISO-8601 times, v0.3's
+PROPERTIES."""
 import functools
+import json
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from starcompactor.transforms.schema import TRACE_SCHEMA
+from starcompactor.transforms.schema import INSTANCE_TRACES, V02
 
 BEFORE_EPOCH = -1   # as in the published traces
 
@@ -55,10 +57,66 @@ def _text(column):
     return column.cast(pa.string())
 
 
-def to_trace(joined, epoch):
-    """Joined (and masked) rows -> the published trace columns."""
+def json_text(value):
+    """The JSON text of one value, as PROPERTIES writes it (compact)."""
+    return json.dumps(value, separators=(',', ':'))
+
+
+def _json_values(column):
+    """JSON text of each value of an Arrow column: integers as numbers,
+    text quoted (each distinct value once); nulls stay null."""
+    if pa.types.is_integer(column.type):
+        return column.cast(pa.string())
+    encoded = pc.dictionary_encode(column.cast(pa.string()))
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    quoted = pa.array([json_text(v) for v in
+                       encoded.dictionary.to_pylist()], pa.string())
+    return quoted.take(encoded.indices)
+
+
+def json_objects(fields, rows):
+    """A JSON object per row (``rows`` of them) from ``fields``, ``(key,
+    Arrow column)`` pairs in order: a null leaves its key out, so that the
+    object holds what is known (``{}`` when nothing is). Built a column at
+    a time: each key's ``"key":value,`` pieces, joined, the last comma
+    trimmed (no value's JSON text ends in one)."""
+    if not fields:
+        return pa.repeat(pa.scalar('{}'), rows)
+    pieces = [pc.binary_join_element_wise(json_text(key) + ':',
+                                          _json_values(column), ',', '')
+              for key, column in fields]
+    members = pc.utf8_rtrim(pc.binary_join_element_wise(
+        *pieces, '', null_handling='replace', null_replacement=''), ',')
+    return pc.binary_join_element_wise('{', members, '}', '')
+
+
+# Lease columns the lease link (``transforms.baremetal``) adds to joined
+# rows of bare-metal instances: the lease's masked id, start and end.
+LEASE_COLUMNS = ('lease_id', 'lease_start', 'lease_end')
+
+
+def instance_properties(joined, epoch):
+    """v0.3 PROPERTIES of joined rows: the flavor figures under their v0.2
+    names and, where the lease link ran, the instance's lease."""
+    fields = [('memory_mb', joined.column('memory_mb')),
+              ('disk_gb', joined.column('root_gb')),
+              ('vcpus', joined.column('vcpus'))]
+    if 'lease_id' in joined.column_names:
+        fields += [('lease_id', joined.column('lease_id')),
+                   ('lease_start_sec', seconds_since(
+                       joined.column('lease_start'), epoch)),
+                   ('lease_end_sec', seconds_since(
+                       joined.column('lease_end'), epoch))]
+    return json_objects(fields, joined.num_rows)
+
+
+def to_trace(joined, epoch, trace_format=V02):
+    """Joined (and masked) rows -> the published trace columns of
+    ``trace_format``."""
     start, finish = joined.column('start'), joined.column('finish')
-    return pa.table({
+    table = INSTANCE_TRACES[trace_format]
+    columns = {
         'instance_uuid': joined.column('instance_uuid'),
         'event': _text(joined.column('event')),
         'start_time': iso_times(start),
@@ -67,11 +125,16 @@ def to_trace(joined, epoch):
         'finish_sec': seconds_since(finish, epoch),
         'event_duration': pc.subtract(finish, start),
         'result': _text(joined.column('result')),
-        'memory_mb': joined.column('memory_mb'),
-        'disk_gb': joined.column('root_gb'),
-        'vcpus': joined.column('vcpus'),
         'instance_name': _text(joined.column('hostname')),
         'user_id': _text(joined.column('user_id')),
         'project_id': _text(joined.column('project_id')),
         'host_name_physical': _text(joined.column('host')),
-    }, schema=TRACE_SCHEMA)
+    }
+    if trace_format == V02:
+        columns.update(memory_mb=joined.column('memory_mb'),
+                       disk_gb=joined.column('root_gb'),
+                       vcpus=joined.column('vcpus'))
+    else:
+        columns['properties'] = instance_properties(joined, epoch)
+    return pa.table({field: columns[field] for field in table.fields},
+                    schema=table.schema)

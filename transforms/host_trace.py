@@ -1,5 +1,5 @@
 """From ``compute_nodes`` and ``services`` rows of one or more database
-states to host-trace rows (``schema.HOST_TRACE``)::
+states to host-trace rows (``schema.HOST_TRACES``)::
 
     (state, (table, batch)) ── rows by host ── group by host ── events (hosts.py)
         ── batch ── rack (sorted racks side input) + seconds (epoch) ── mask host
@@ -7,6 +7,16 @@ states to host-trace rows (``schema.HOST_TRACE``)::
 Rows are keyed by host name (what ``instances.host`` holds, so the masked
 names match the instance table's), and every state of a host meets in one
 grouping, where consecutive states are compared.
+
+On bare metal the hosts are Ironic's nodes, and the rows those of Ironic
+and Blazar (``transforms.nodes``); each state's rows meet first (a state's
+inventory: a row per node, a few per node's capability), to make each
+node's state, keyed by the node's uuid (what a bare-metal instance's
+host is)::
+
+    (state, (table, batch)) ── group by state ── node states (nodes.py)
+        ── group by node ── events (hosts.py) ── ... as above, racks
+                                                 from the nodes' figures
 """
 import re
 from collections import defaultdict
@@ -18,17 +28,27 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from starcompactor.transforms import counters as c
-from starcompactor.transforms.derive import iso_times, min_or_none, seconds_since
-from starcompactor.transforms.hosts import HostState, Node, Service, host_events
+from starcompactor.transforms.buckets import concat
+from starcompactor.transforms.derive import (
+    iso_times, json_text, min_or_none, seconds_since)
+from starcompactor.transforms.hosts import (
+    CREATE, HostState, Node, Service, host_events)
 from starcompactor.transforms.mask import (
     HMAC_SHA256, NO_MASKING, KeySource, MaskIdentities, MaskKey)
+from starcompactor.transforms.nodes import RACK_PROPERTY, node_states
 from starcompactor.transforms.schema import (
-    COMPUTE_NODES, DB, HOST_TRACE, SERVICES)
+    BLAZAR_CAPABILITIES, BLAZAR_HOSTS, BLAZAR_PROPERTIES, COMPUTE_NODES, DB,
+    HOST_FIGURES, HOST_TRACES, IRONIC_NODES, SERVICES, V02, source_schema)
 from starcompactor.transforms.validate import parse_nova_times
 
 # The host table's candidate events: read = in trace + broken rules.
 HOST_EVENTS = 'host_events'
 HOST_TABLES = (COMPUTE_NODES, SERVICES, HOST_EVENTS)
+NODE_TABLES = (IRONIC_NODES, BLAZAR_HOSTS, BLAZAR_CAPABILITIES, HOST_EVENTS)
+# What a bare-metal host table reads: NODE_TABLES, and the capabilities'
+# names.
+NODE_SOURCE_TABLES = (IRONIC_NODES, BLAZAR_HOSTS, BLAZAR_CAPABILITIES,
+                      BLAZAR_PROPERTIES)
 
 NOVA_COMPUTE = 'nova-compute'
 NO_HOST = 'no_host'
@@ -45,6 +65,10 @@ class HostTraceSpec:
     key_source: KeySource = KeySource()
     epoch: Optional[int] = None      # None: the earliest host event
     rack_regex: Optional[str] = None
+    trace_format: str = V02          # schema.TRACE_FORMATS
+    # Bare metal: the nodes' figures (nodes.V02_NODE_FIGURES, or the
+    # capabilities --properties lists); None: Nova's compute hosts.
+    node_properties: Optional[Tuple[str, ...]] = None
 
 
 def rack_of(host, pattern):
@@ -151,34 +175,107 @@ def _states(groups, state_times):
 
 def _events_of_host(element, state_times):
     host, groups = element
-    events, rejects = host_events(list(_states(groups, state_times)))
+    yield from _counted_events(host, list(_states(groups, state_times)))
+
+
+def _node_states(element, names):
+    """One state's Ironic and Blazar batches -> ``(node uuid, (state,
+    NodeState))`` for each node."""
+    state, pairs = element
+    by_table = {}
+    for table, batch in pairs:
+        by_table.setdefault(table, []).append(batch)
+    tables = {table: concat(by_table.get(table, []), source_schema(table))
+              for table in NODE_SOURCE_TABLES}
+    for uuid, node_state in node_states(tables, names).items():
+        yield uuid, (state, node_state)
+
+
+def _events_of_node(element, state_times):
+    uuid, groups = element
+    present = dict(groups)
+    yield from _counted_events(uuid, [
+        HostState(time, (present[state].node,), present[state].service)
+        if state in present else HostState(time)
+        for state, time in enumerate(state_times)])
+
+
+def _counted_events(host, states):
+    """The events of one host in ``states`` (``hosts.host_events``),
+    counted."""
+    events, rejects = host_events(states)
     c.count_read(HOST_EVENTS, len(events) + sum(rejects.values()))
     c.count_in_trace(HOST_EVENTS, len(events))
     for reason, n in rejects.items():
         c.count_rejected(HOST_EVENTS, reason, n)
     for event in events:
-        vcpus, memory_mb, local_gb = event.capacity or (None, None, None)
-        yield host, event.time, event.event, vcpus, memory_mb, local_gb
+        yield host, event.time, event.event, event.capacity
 
 
-def _to_host_trace(rows, racks, epoch, rack_regex):
-    """Event tuples -> a ``HOST_TRACE`` table, hosts still raw."""
-    hosts, times, events, vcpus, memory_mb, local_gb = zip(*rows)
+def host_properties(figures):
+    """v0.3 PROPERTIES of a host event: its figures (``{field: value}``)
+    that are known."""
+    return json_text({name: value for name, value in figures.items()
+                      if value is not None})
+
+
+def _whole_number(value):
+    """A v0.2 capacity from Ironic's properties (a number, or its text)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def node_figures(capacity, index, trace_format):
+    """What a bare-metal host event publishes of its node's figures
+    (``(name, value)`` pairs): in v0.2, the columns ``HOST_FIGURES`` (the
+    rack, Ironic's cpus, memory_mb, local_gb); in v0.3, every figure under
+    its name, the rack as ``rack``. The rack is its index in ``index``."""
+    values = dict(capacity or ())
+    rack = index.get(values.get(RACK_PROPERTY))
+    if trace_format == V02:
+        return dict(zip(HOST_FIGURES, (rack, *(
+            _whole_number(values.get(name))
+            for name in ('cpus', 'memory_mb', 'local_gb')))))
+    return {('rack' if name == RACK_PROPERTY else name):
+            (rack if name == RACK_PROPERTY else value)
+            for name, value in capacity or ()}
+
+
+def _to_host_trace(rows, racks, epoch, rack_regex, trace_format,
+                   node_properties=None):
+    """Event tuples -> a host-trace table of ``trace_format``, hosts still
+    raw. The host's figures are the v0.2 columns (``HOST_FIGURES``), or,
+    in v0.3, PROPERTIES under the same names; a node's, ``node_figures``
+    (with ``node_properties``)."""
+    hosts, times, events, capacities = zip(*rows)
     pattern = re.compile(rack_regex) if rack_regex else None
     index = {rack: i for i, rack in enumerate(racks)}
+    if node_properties is None:
+        figures = [dict(zip(HOST_FIGURES, (index.get(rack_of(host, pattern)),
+                                           *(capacity or (None,) * 3))))
+                   for host, capacity in zip(hosts, capacities)]
+    else:
+        figures = [node_figures(capacity, index, trace_format)
+                   for capacity in capacities]
     times = pa.array(times, pa.int64())
-    trace = pa.table({
+    columns = {
         'event_time': iso_times(times),
         'event_time_sec': seconds_since(times, epoch),
         HOST_COLUMN: pa.array(hosts, pa.string()),
-        'rack': pa.array([index.get(rack_of(h, pattern)) for h in hosts],
-                         pa.int64()),
         'event': pa.array(events, pa.string()),
-        'vcpu_capacity': pa.array(vcpus, pa.int64()),
-        'memory_capacity_mb': pa.array(memory_mb, pa.int64()),
-        'disk_capacity_gb': pa.array(local_gb, pa.int64()),
-    }, schema=HOST_TRACE.schema)
-    c.count(c.TRACE_ROWS, trace.num_rows)
+    }
+    if trace_format == V02:
+        columns.update({name: pa.array([f[name] for f in figures], pa.int64())
+                        for name in HOST_FIGURES})
+    else:
+        columns['properties'] = pa.array(
+            [host_properties(f) for f in figures], pa.string())
+    table = HOST_TRACES[trace_format]
+    trace = pa.table({field: columns[field] for field in table.fields},
+                     schema=table.schema)
+    c.count(c.HOST_TRACE_ROWS, trace.num_rows)
     c.record_epoch(epoch)
     yield trace
 
@@ -189,41 +286,140 @@ def _sorted_racks(hosts, rack_regex):
                    if rack is not None})
 
 
+def _node_rack(event):
+    """The rack of a node's event (its ``RACK_PROPERTY``), if any."""
+    rack = dict(event[3] or ()).get(RACK_PROPERTY)
+    if rack is not None:
+        yield rack
+
+
+def _first_known(epoch, earliest_host_event):
+    return epoch if epoch is not None else earliest_host_event
+
+
 class BuildHostTrace(beam.PTransform):
     """``(state index, (table, Arrow batch))`` pairs of ``compute_nodes``
-    and ``services`` (``schema.source_schema``) -> host-trace Arrow tables
-    (``schema.HOST_TRACE.schema``)."""
+    and ``services`` (``schema.source_schema``), or on bare metal
+    (``spec.node_properties``) of ``NODE_SOURCE_TABLES``, -> host-trace
+    Arrow tables (``schema.HOST_TRACES[spec.trace_format].schema``).
 
-    def __init__(self, spec):
+    ``key``: a one-element PCollection holding the masking key, shared with
+    the instance table (``BuildTrace``) so that hosts are masked alike;
+    without it the transform makes its own. ``epoch``: a one-element
+    PCollection, the instance table's epoch (``BuildTrace``'s ``EPOCH``),
+    which the seconds then count from instead of ``spec.epoch``; where it
+    holds None (no instance rows) they count from the earliest host event.
+    """
+
+    def __init__(self, spec, key=None, epoch=None):
         super().__init__()
         self.spec = spec
+        self.key = key
+        self.epoch = epoch
 
     def expand(self, rows):
         spec = self.spec
-        by_host = (rows
-                   | 'RowsByHost' >> c.Counted(_rows_by_host)
-                   | 'GroupByHost' >> beam.GroupByKey())
-        events = by_host | 'HostEvents' >> c.Counted(_events_of_host,
-                                                     spec.state_times)
-        racks = (by_host
-                 | 'Hosts' >> beam.Keys()
-                 | 'AllHosts' >> beam.combiners.ToList()
-                 | 'SortedRacks' >> beam.Map(_sorted_racks, spec.rack_regex))
+        events, racks = (self._host_events(rows)
+                         if spec.node_properties is None
+                         else self._node_events(rows))
         epoch = spec.epoch
-        if epoch is None:
-            epoch = beam.pvalue.AsSingleton(
-                events
-                | 'EventTimes' >> beam.Map(lambda event: event[1])
-                | 'Earliest' >> beam.CombineGlobally(min_or_none))
+        if epoch is None or self.epoch is not None:
+            epoch = (events
+                     | 'EventTimes' >> beam.Map(lambda event: event[1])
+                     | 'Earliest' >> beam.CombineGlobally(min_or_none))
+            if self.epoch is not None:
+                epoch = self.epoch | 'OrEarliest' >> beam.Map(
+                    _first_known, beam.pvalue.AsSingleton(epoch))
+            epoch = beam.pvalue.AsSingleton(epoch)
         trace = (events
                  | 'Batch' >> beam.BatchElements(
                      min_batch_size=EVENTS_PER_BATCH,
                      max_batch_size=EVENTS_PER_BATCH)
                  | 'HostTrace' >> c.Counted(
                      _to_host_trace, beam.pvalue.AsSingleton(racks), epoch,
-                     spec.rack_regex))
+                     spec.rack_regex, spec.trace_format,
+                     spec.node_properties))
         if spec.mask_method == NO_MASKING:
             return trace
-        key = rows.pipeline | 'MaskKey' >> MaskKey(spec.key_source)
+        key = self.key
+        if key is None:
+            key = rows.pipeline | 'MaskKey' >> MaskKey(spec.key_source)
         return trace | 'MaskHosts' >> beam.ParDo(
             MaskIdentities((HOST_COLUMN,)), beam.pvalue.AsSingleton(key))
+
+    def _host_events(self, rows):
+        """Nova's hosts: (events, the sorted racks of their names)."""
+        by_host = (rows
+                   | 'RowsByHost' >> c.Counted(_rows_by_host)
+                   | 'GroupByHost' >> beam.GroupByKey())
+        events = by_host | 'HostEvents' >> c.Counted(_events_of_host,
+                                                     self.spec.state_times)
+        racks = (by_host
+                 | 'Hosts' >> beam.Keys()
+                 | 'AllHosts' >> beam.combiners.ToList()
+                 | 'SortedRacks' >> beam.Map(_sorted_racks,
+                                             self.spec.rack_regex))
+        return events, racks
+
+    def _node_events(self, rows):
+        """Ironic's nodes: (events, the sorted racks of their figures)."""
+        by_node = (rows
+                   | 'GroupByState' >> beam.GroupByKey()
+                   | 'NodeStates' >> c.Counted(_node_states,
+                                               self.spec.node_properties)
+                   | 'GroupByNode' >> beam.GroupByKey())
+        events = by_node | 'NodeEvents' >> c.Counted(_events_of_node,
+                                                     self.spec.state_times)
+        racks = (events
+                 | 'NodeRacks' >> beam.FlatMap(_node_rack)
+                 | 'AllRacks' >> beam.combiners.ToList()
+                 | 'SortedRacks' >> beam.Map(lambda racks: sorted(set(racks))))
+        return events, racks
+
+
+# What CountHostsWithoutComputeNode groups: a host of the instance table,
+# and a host the host table creates.
+_USED, _CREATED = 'used', 'created'
+
+
+def _instance_hosts(trace):
+    for host in pc.unique(trace.column(HOST_COLUMN)).to_pylist():
+        if host:
+            yield host, _USED
+
+
+def _created_hosts(trace):
+    created = trace.filter(pc.equal(trace.column('event'), CREATE))
+    for host in pc.unique(created.column(HOST_COLUMN)).to_pylist():
+        yield host, _CREATED
+
+
+def _without_compute_node(element):
+    host, tags = element
+    tags = set(tags)
+    if _USED in tags:
+        c.count_linked(c.INSTANCE_HOSTS, 1)
+        if _CREATED not in tags:
+            c.count_linked(c.HOSTS_WITHOUT_COMPUTE_NODE, 1)
+            yield host
+
+
+class CountHostsWithoutComputeNode(beam.PTransform):
+    """``(instance trace tables, host trace tables)`` of one run -> the
+    hosts of the instance table that the host table never creates: hosts
+    without a compute node row. Counts, as data, those
+    (``HOSTS_WITHOUT_COMPUTE_NODE``) and all distinct hosts of the instance
+    table (``INSTANCE_HOSTS``). It only counts: their instance rows stay in
+    the trace.
+
+    Both tables are masked with one key (or neither), so their masked names
+    compare as the raw names do."""
+
+    def expand(self, traces):
+        instance_trace, host_trace = traces
+        return ((instance_trace | 'InstanceHosts' >> beam.FlatMap(
+                    _instance_hosts),
+                 host_trace | 'CreatedHosts' >> beam.FlatMap(_created_hosts))
+                | 'BothTables' >> beam.Flatten()
+                | 'GroupByHost' >> beam.GroupByKey()
+                | 'WithoutComputeNode' >> c.Counted(_without_compute_node))

@@ -31,7 +31,7 @@ CREATE, DELETE, UPDATE, ENABLE, DISABLE = (
     'CREATE', 'DELETE', 'UPDATE', 'ENABLE', 'DISABLE')
 # At one second: a replaced node goes before its successor comes, and a
 # host exists before it changes.
-_ORDER = {DELETE: 0, CREATE: 1, UPDATE: 2, DISABLE: 3, ENABLE: 3}
+SAME_SECOND_ORDER = {DELETE: 0, CREATE: 1, UPDATE: 2, DISABLE: 3, ENABLE: 3}
 
 CREATE_WHILE_CREATED = 'create_while_created'
 DELETE_UNLESS_CREATED = 'delete_unless_created'
@@ -122,7 +122,7 @@ def kept_by_rules(candidates):
     created, disabled, capacity = False, False, None
     events, rejects = [], Counter()
     for candidate in sorted(candidates,
-                            key=lambda e: (e.time, _ORDER[e.event])):
+                            key=lambda e: (e.time, SAME_SECOND_ORDER[e.event])):
         kind = candidate.event
         broken = {
             CREATE: created and CREATE_WHILE_CREATED,

@@ -4,7 +4,8 @@ Two bucketed co-groupings (see ``buckets``): events meet their action by
 ``(db, action_id)``, then events, now carrying the action's instance uuid,
 meet their instance by ``(db, uuid)``. Inside a bucket ``pyarrow.Table.join``
 does the work. Rows that find no parent, and parents that get no events, are
-counted by reason here, the only place that knows.
+counted by reason here, the only place that knows; so are the joined rows of
+instances the operator excluded (``transforms.exclude``).
 
 Each co-grouping is a ``GroupByKey`` of ``(bucket, (table, piece))`` pairs
 that all come from ONE PCollection: instances, bucketed by uuid from the
@@ -21,6 +22,7 @@ import pyarrow.compute as pc
 
 from starcompactor.transforms import counters as c
 from starcompactor.transforms.derive import min_or_none
+from starcompactor.transforms.exclude import Exclusions
 from starcompactor.transforms.buckets import (
     concat, drop_duplicates, split_into_buckets)
 from starcompactor.transforms.schema import ACTIONS, DB, EVENTS, INSTANCES
@@ -37,7 +39,7 @@ EVENTS_WITH_INSTANCE_SCHEMA = VALID_EVENTS_SCHEMA.remove(
     pa.field('instance_uuid', pa.string()))
 
 _INSTANCE_COLUMNS = ('hostname', 'user_id', 'project_id', 'host',
-                     'memory_mb', 'root_gb', 'vcpus')
+                     'memory_mb', 'root_gb', 'vcpus', 'node')
 JOINED_SCHEMA = pa.schema(
     list(EVENTS_WITH_INSTANCE_SCHEMA) +
     [VALID_SCHEMAS[INSTANCES].field(name) for name in _INSTANCE_COLUMNS])
@@ -80,6 +82,7 @@ FIRST_KEYS = {
     INSTANCES: [DB, 'uuid'],      # already for the second grouping
 }
 INSTANCE_KEY = [DB, 'instance_uuid']
+ACTION_KEY = [DB, 'action_id']
 
 # Outputs of the join.
 JOINED = 'joined'
@@ -108,27 +111,30 @@ def _by_table(pieces):
     return grouped
 
 
-def join_events_to_actions(element, num_buckets, earliest_start=False):
+def join_events_to_actions(element, num_buckets, earliest_start=False,
+                           exclude=Exclusions()):
     """One bucket of events, actions (and passing instances) -> events with
     their instance uuid, already cut into the buckets of the next join.
 
     With ``earliest_start``, also (tagged ``EARLIEST_START``) what finds the
     trace's earliest start without the whole second join: each instance's
-    key, and each instance uuid's earliest event start.
+    key (not of the instances ``exclude`` names: theirs are no trace rows),
+    and each instance uuid's earliest event start.
     """
     bucket, pieces = element
     grouped = _by_table(pieces)
     for piece in grouped[INSTANCES]:       # bucketed by uuid already
         yield bucket, (INSTANCES, piece)
         if earliest_start:
+            kept, _ = exclude.split(piece)
             yield beam.pvalue.TaggedOutput(EARLIEST_START, (bucket, (
-                INSTANCES, piece.select([DB, 'uuid']).rename_columns(
+                INSTANCES, kept.select([DB, 'uuid']).rename_columns(
                     INSTANCE_KEY))))
     events = _once(concat(grouped[EVENTS], VALID_EVENTS_SCHEMA), EVENTS)
     actions = (_once(concat(grouped[ACTIONS], VALID_SCHEMAS[ACTIONS]), ACTIONS)
                .select([DB, 'id', 'instance_uuid'])
                .rename_columns([DB, 'action_id', 'instance_uuid']))
-    keys = [DB, 'action_id']
+    keys = ACTION_KEY
 
     matched, orphans = _left_join(events, actions, keys)
     c.count_rejected(EVENTS, c.EVENT_NO_ACTION, orphans.num_rows)
@@ -160,8 +166,9 @@ def earliest_start_in_bucket(element):
         yield earliest
 
 
-def join_events_to_instances(element):
-    """One bucket of events (with uuid) and instances -> joined trace rows."""
+def join_events_to_instances(element, exclude=Exclusions()):
+    """One bucket of events (with uuid) and instances -> joined trace rows,
+    but those of instances ``exclude`` names."""
     _, pieces = element
     grouped = _by_table(pieces)
     events = concat(grouped[EVENTS], EVENTS_WITH_INSTANCE_SCHEMA)
@@ -174,15 +181,23 @@ def join_events_to_instances(element):
     matched, orphans = _left_join(events, instances, keys)
     c.count_rejected(EVENTS, c.EVENT_NO_INSTANCE, orphans.num_rows)
     c.count_rejected(ACTIONS, c.ACTION_NO_INSTANCE,
-                     _distinct_count(orphans, [DB, 'action_id']))
-    unused_instances = _unmatched_count(instances, events, keys)
-    c.count_rejected(INSTANCES, c.INSTANCE_NO_EVENTS, unused_instances)
+                     _distinct_count(orphans, ACTION_KEY))
+    c.count_rejected(INSTANCES, c.INSTANCE_NO_EVENTS,
+                     _unmatched_count(instances, events, keys))
 
-    c.count_in_trace(EVENTS, matched.num_rows)
-    c.count_in_trace(ACTIONS, _distinct_count(matched, [DB, 'action_id']))
-    c.count_in_trace(INSTANCES, instances.num_rows - unused_instances)
-    if matched.num_rows:
-        yield matched.select(JOINED_SCHEMA.names).cast(JOINED_SCHEMA)
+    # What is left holds every row of the trace, and of its instances and
+    # actions: those of excluded instances go, each table counted alike.
+    trace, excluded = exclude.split(matched)
+    for reason, rows in excluded:
+        c.count_rejected(EVENTS, reason, rows.num_rows)
+        c.count_rejected(ACTIONS, reason, _distinct_count(rows, ACTION_KEY))
+        c.count_rejected(INSTANCES, reason,
+                         _distinct_count(rows, INSTANCE_KEY))
+    c.count_in_trace(EVENTS, trace.num_rows)
+    c.count_in_trace(ACTIONS, _distinct_count(trace, ACTION_KEY))
+    c.count_in_trace(INSTANCES, _distinct_count(trace, INSTANCE_KEY))
+    if trace.num_rows:
+        yield trace.select(JOINED_SCHEMA.names).cast(JOINED_SCHEMA)
 
 
 class JoinEventsToInstances(beam.PTransform):
@@ -194,12 +209,16 @@ class JoinEventsToInstances(beam.PTransform):
     The earliest start comes from a third, small grouping of per-instance
     earliest starts and instance keys, ready before the second join runs: a
     trace's epoch is known without holding every joined row back first.
+
+    The instances ``exclude`` names (``transforms.exclude``) give no rows.
     """
 
-    def __init__(self, num_buckets, earliest_start=False):
+    def __init__(self, num_buckets, earliest_start=False,
+                 exclude=Exclusions()):
         super().__init__()
         self.num_buckets = num_buckets
         self.earliest_start = earliest_start
+        self.exclude = exclude
 
     def expand(self, batches):
         n = self.num_buckets
@@ -208,13 +227,14 @@ class JoinEventsToInstances(beam.PTransform):
             | 'BucketByFirstKey' >> beam.FlatMap(bucket_for_join, n)
             | 'GroupByAction' >> beam.GroupByKey()
             | 'JoinEventsToActions' >> c.Counted(
-                join_events_to_actions, n, self.earliest_start,
+                join_events_to_actions, n, self.earliest_start, self.exclude,
                 tags=[EARLIEST_START], main=JOINED,
                 main_type=Tuple[int, Tuple[str, Any]]))
         joined = (
             events_by_instance[JOINED]
             | 'GroupByInstance' >> beam.GroupByKey()
-            | 'JoinEventsToInstances' >> c.Counted(join_events_to_instances))
+            | 'JoinEventsToInstances' >> c.Counted(join_events_to_instances,
+                                                   self.exclude))
         if not self.earliest_start:
             return {JOINED: joined}
         earliest = (

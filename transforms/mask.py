@@ -15,7 +15,8 @@ import apache_beam as beam
 import pyarrow as pa
 
 from starcompactor.transforms.buckets import dictionary_encoded
-from starcompactor.transforms.schema import COMPUTE_NODES, INSTANCES, SERVICES
+from starcompactor.transforms.schema import (
+    BLAZAR_HOSTS, COMPUTE_NODES, INSTANCES, IRONIC_NODES, SERVICES)
 
 HMAC_SHA256 = 'hmac-sha256'
 NO_MASKING = 'none'
@@ -31,8 +32,10 @@ DEFAULT_MASKED = ('user_id', 'project_id', 'hostname', 'host')
 UUID_COLUMN = 'instance_uuid'
 # The raw identities of each source table a trace can hold (masked), which
 # leak checks look for.
-SOURCE_IDENTITIES = {INSTANCES: DEFAULT_MASKED, COMPUTE_NODES: ('host',),
-                     SERVICES: ('host',)}
+SOURCE_IDENTITIES = {INSTANCES: DEFAULT_MASKED + ('node',),
+                     COMPUTE_NODES: ('host',), SERVICES: ('host',),
+                     IRONIC_NODES: ('uuid',),
+                     BLAZAR_HOSTS: ('hypervisor_hostname',)}
 
 _FINGERPRINT_LABEL = b'starcompactor key fingerprint v1'
 

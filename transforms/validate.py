@@ -23,7 +23,7 @@ REPEATED_TEXT = pa.dictionary(pa.int32(), pa.string())
 _DICTIONARY_COLUMNS = {
     EVENTS: (DB, 'event', 'result'),
     ACTIONS: (DB,),
-    INSTANCES: (DB, 'user_id', 'project_id', 'host'),
+    INSTANCES: (DB, 'user_id', 'project_id', 'host', 'node'),
 }
 
 # Events after validation: times as seconds since 1970, never null.

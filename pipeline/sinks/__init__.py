@@ -10,11 +10,13 @@ A new format is a ``TraceSink`` subclass in its own module, listed here.
 import apache_beam as beam
 
 from starcompactor.pipeline.sinks.avro import AvroTraceSink
+from starcompactor.pipeline.sinks.parquet import ParquetTraceSink
 from starcompactor.pipeline.sinks.text import CsvTraceSink, JsonLinesTraceSink
 from starcompactor.transforms.schema import INSTANCE_TRACE
 
 SINKS = {sink.extension: sink for sink in
-         (CsvTraceSink, AvroTraceSink, JsonLinesTraceSink)}
+         (CsvTraceSink, AvroTraceSink, JsonLinesTraceSink,
+          ParquetTraceSink)}
 DEFAULT_FORMATS = ('csv', 'avro')
 
 

@@ -33,6 +33,10 @@ class TraceSink(filebasedsink.FileBasedSink):
     mime_type = 'application/octet-stream'
 
     def __init__(self, prefix, num_shards, run_id, table):
+        # Beam's FileSystems.join makes local paths absolute, so a relative
+        # prefix would never match the shard names it lists at finalize.
+        if FileSystems.get_scheme(prefix) is None:
+            prefix = os.path.abspath(prefix)
         super().__init__(
             prefix, coder=coders.coders.ToBytesCoder(),
             file_name_suffix='.' + self.extension, num_shards=num_shards,

@@ -1,4 +1,9 @@
-"""CSV and JSON-lines trace shards."""
+"""CSV and JSON-lines trace shards.
+
+The encodings (``csv_header``, ``csv_lines``, ``json_lines``) are the
+formats' one definition: these sinks and the window files of ``--follow``
+(``sinks.windowed``) write them alike.
+"""
 import json
 
 import pyarrow as pa
@@ -6,6 +11,28 @@ import pyarrow.csv as pa_csv
 
 from starcompactor.pipeline.sinks.base import TraceSink, slices
 from starcompactor.pipeline.threads import OrderedWrites
+
+_CSV_ROWS = pa_csv.WriteOptions(include_header=False)
+
+
+def csv_header(table):
+    """The header line of a CSV shard of trace table ``table``
+    (``schema.TraceTable``)."""
+    return ','.join(table.csv_header).encode('utf-8') + b'\n'
+
+
+def csv_lines(table):
+    """The rows of an Arrow table as CSV lines, strings quoted."""
+    buffer = pa.BufferOutputStream()
+    pa_csv.write_csv(table, buffer, _CSV_ROWS)
+    return memoryview(buffer.getvalue())
+
+
+def json_lines(table):
+    """The rows of an Arrow table as JSON lines (its field names)."""
+    lines = (json.dumps(row, separators=(',', ':'), ensure_ascii=False)
+             for row in table.to_pylist())
+    return ('\n'.join(lines) + '\n').encode('utf-8')
 
 
 class _EncodedFile:
@@ -22,22 +49,15 @@ class CsvTraceSink(TraceSink):
     pipeline goes on, and written in order."""
     extension = 'csv'
     mime_type = 'text/csv'
-    _options = pa_csv.WriteOptions(include_header=False)
 
     def open(self, temp_path):
         handle = super().open(temp_path)
-        handle.write(','.join(self.table.csv_header).encode('utf-8')
-                     + b'\n')
+        handle.write(csv_header(self.table))
         return _EncodedFile(handle)
 
     def write_record(self, csv_file, table):
         for piece in slices(table):
-            csv_file.writes.submit(self._encoded, piece)
-
-    def _encoded(self, table):
-        buffer = pa.BufferOutputStream()
-        pa_csv.write_csv(table, buffer, self._options)
-        return memoryview(buffer.getvalue())
+            csv_file.writes.submit(csv_lines, piece)
 
     def close(self, csv_file):
         csv_file.writes.drain()
@@ -49,6 +69,4 @@ class JsonLinesTraceSink(TraceSink):
     mime_type = 'application/jsonl'
 
     def write_record(self, handle, table):
-        lines = (json.dumps(row, separators=(',', ':'), ensure_ascii=False)
-                 for row in table.to_pylist())
-        handle.write(('\n'.join(lines) + '\n').encode('utf-8'))
+        handle.write(json_lines(table))

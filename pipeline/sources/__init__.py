@@ -23,13 +23,16 @@ they read:
 """
 from starcompactor.pipeline.errors import UserError
 from starcompactor.pipeline.options import NovaSourceOptions
+from starcompactor.pipeline.sources.audit import AuditSource
+from starcompactor.pipeline.sources.combined import CombinedSource
 from starcompactor.pipeline.sources.dump import NovaDumpSource
 from starcompactor.pipeline.sources.mysql import NovaMySQLSource
 from starcompactor.pipeline.sources.mysql_connection import MySQLConnection
 from starcompactor.pipeline.sources.nova_api import (
-    NovaApiSource, credential_source)
+    NovaApiHostSource, NovaApiSource, credential_source)
 from starcompactor.pipeline.times import parse_iso_utc, to_nova_text
-from starcompactor.transforms.schema import SOURCE_TABLES
+from starcompactor.transforms.schema import (
+    CAPABILITY_TABLES, HOST_SOURCE_TABLES, IRONIC_NODES, SOURCE_TABLES)
 
 
 def split_list(text):
@@ -50,25 +53,26 @@ def mysql_connection(opts):
                            opts.mysql_password_file)
 
 
-def nova_source(options, tables=SOURCE_TABLES):
+def nova_source(options, tables=SOURCE_TABLES, cut=None):
     """The source that ``NovaSourceOptions`` describe, of the logical
-    ``tables`` (``transforms.schema``)."""
+    ``tables`` (``transforms.schema``); ``cut``, the run's, dates what a
+    source reading one live state cannot date itself."""
     opts = options.view_as(NovaSourceOptions)
     databases = split_list(opts.databases)
     if opts.databases is not None and not databases:
         raise UserError('--databases must name at least one database')
+    if opts.audit_dirs:
+        return _audit_source(opts, databases, tables, cut)
     if opts.api:
-        if tables != SOURCE_TABLES:
-            raise UserError('the compute API source reads instances only; '
-                            'read hosts with --mysql-... or --dump')
         if opts.dump or databases:
             raise UserError('--api reads the compute API, which has no '
                             'databases: drop --dump and --databases')
-        return NovaApiSource(credential_source(opts.osrc, opts.os_cloud),
-                             window=event_window(opts),
-                             page_size=opts.api_page_size,
-                             concurrency=opts.api_concurrency,
-                             rate=opts.api_rate)
+        api = dict(credentials=credential_source(opts.osrc, opts.os_cloud),
+                   window=event_window(opts), page_size=opts.api_page_size,
+                   concurrency=opts.api_concurrency, rate=opts.api_rate)
+        if tables == HOST_SOURCE_TABLES:
+            return NovaApiHostSource(cut=cut, **api)
+        return NovaApiSource(**api)
     if opts.osrc or opts.os_cloud:
         raise UserError('--osrc and --os-cloud give credentials for the '
                         'compute API: add --api')
@@ -79,3 +83,54 @@ def nova_source(options, tables=SOURCE_TABLES):
     return NovaMySQLSource(mysql_connection(opts), databases or ['nova'],
                            archived=opts.archived, window=event_window(opts),
                            tables=tables)
+
+
+def service_source(options, database, tables, dumps=None):
+    """A source of another service's database beside Nova's, Ironic's or
+    Blazar's (``--ironic-database``, ``--blazar-database``): on the same
+    server, or in the same dumps (``dumps``: these files instead, one state
+    of a series). Its ``tables`` are read as they are: these services keep
+    no ``shadow_`` copies, and the event window is for instance events."""
+    opts = options.view_as(NovaSourceOptions)
+    if opts.api or opts.audit_dirs:
+        raise UserError('--ironic-database and --blazar-database name '
+                        'databases on the server or in the dumps; the '
+                        'compute API and audit exports have none')
+    if opts.dump:
+        return NovaDumpSource(dumps or opts.dump, [database], archived=False,
+                              tables=tables)
+    return NovaMySQLSource(mysql_connection(opts), [database], archived=False,
+                           tables=tables)
+
+
+def node_source(options, ironic_database, blazar_database=None):
+    """The source of a bare-metal host table: Ironic's nodes and, with
+    ``blazar_database``, Blazar's hosts and their capabilities, on the
+    server (one source per database) or in the dumps (one source, both
+    databases: a dump is scanned once)."""
+    parts = [(ironic_database, (IRONIC_NODES,))]
+    if blazar_database:
+        parts.append((blazar_database, CAPABILITY_TABLES))
+    sources = [service_source(options, database, tables)
+               for database, tables in parts]
+    if isinstance(sources[0], NovaDumpSource):
+        return NovaDumpSource(sources[0].paths,
+                              [database for database, _ in parts],
+                              archived=False, tables=tuple(
+                                  t for _, tables in parts for t in tables))
+    return CombinedSource(sources)
+
+
+def _audit_source(opts, databases, tables, cut):
+    """Audit exports, one folder per Nova database: the rows as of ``cut``
+    (``transforms.audit``)."""
+    if tables != SOURCE_TABLES:
+        raise UserError('the audit exports hold instances, actions and '
+                        'events only; read hosts with --mysql-... or --dump')
+    if opts.api or opts.dump or databases:
+        raise UserError('--audit-dir reads audit exports, one folder per '
+                        'database: drop --api, --dump and --databases')
+    if not opts.archived:
+        raise UserError('--no-archived cannot apply to audit exports: an '
+                        'archived row is a deleted one there; drop it')
+    return AuditSource(opts.audit_dirs, window=event_window(opts), cut=cut)

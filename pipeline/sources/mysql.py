@@ -15,7 +15,7 @@ by the join), never missed, without any barrier between workers.
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import apache_beam as beam
 import pyarrow as pa
@@ -30,8 +30,8 @@ from starcompactor.transforms import counters
 from starcompactor.transforms.buckets import concat
 from starcompactor.transforms.mask import SOURCE_IDENTITIES
 from starcompactor.transforms.schema import (
-    DB, EVENTS, NOVA_TABLES, SHADOW_PREFIX, SOURCE_COLUMNS,
-    SOURCE_TABLES, source_schema)
+    DB, EVENTS, NOVA_TABLES, OPTIONAL_COLUMNS, OPTIONAL_TABLES, SHADOW_PREFIX,
+    SOURCE_COLUMNS, SOURCE_TABLES, source_schema)
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,14 @@ class TableSplit:
     table: str                 # logical name: instances, actions, events
     nova_tables: Tuple[str, ...]  # e.g. (instance_actions,
     #                                     shadow_instance_actions)
-    first_id: int
+    first_id: Union[int, str]  # str: text ids, read after it (keyset)
     end_id: Optional[int]      # None: to the end of the table
+    # ((nova_table, (column, ...)), ...): optional columns it lacks, read
+    # as NULL (``schema.OPTIONAL_COLUMNS``)
+    missing: Tuple = ()
+
+    def missing_in(self, nova_table):
+        return dict(self.missing).get(nova_table, ())
 
 
 def _quote(name):
@@ -77,12 +83,19 @@ def _csv_field(name, typ):
     return f"IFNULL({column}, '')"
 
 
+def csv_line(table, missing=()):
+    """SQL rendering a row of logical ``table`` as one CSV line
+    (``SOURCE_COLUMNS`` order, no header), as ``chunk_to_table`` reads it;
+    the ``missing`` columns as NULL."""
+    return ", ',', ".join("''" if name in missing else _csv_field(name, typ)
+                          for name, typ in SOURCE_COLUMNS[table])
+
+
 def chunk_statement(split, nova_table, window=(None, None)):
     """SQL and arguments reading one chunk of a split: the rows with ids in
     ``[%s, %s)`` (the first two arguments, left to the caller), with the
     event window pushed down. The result is one row: the chunk's row count
     and its rows as CSV lines (``SOURCE_COLUMNS`` order, no header)."""
-    columns = SOURCE_COLUMNS[split.table]
     conditions, args = ['id >= %s', 'id < %s'], []
     start, end = window
     if split.table == EVENTS and start:
@@ -91,11 +104,24 @@ def chunk_statement(split, nova_table, window=(None, None)):
     if split.table == EVENTS and end:
         conditions.append('start_time < %s')
         args.append(end)
-    line = ", ',', ".join(_csv_field(name, typ) for name, typ in columns)
+    line = csv_line(split.table, split.missing_in(nova_table))
     sql = (f"SELECT COUNT(*), GROUP_CONCAT(CONCAT({line}) "
            f"SEPARATOR '\\n') FROM {_quote(split.database)}."
            f"{_quote(nova_table)} WHERE {' AND '.join(conditions)}")
     return sql, args
+
+
+def keyset_statement(split, nova_table):
+    """SQL reading one chunk of a table with text ids (Blazar's uuids),
+    which cannot be cut into id ranges up front: the first ``CHUNK_IDS``
+    rows in id order after the id given as the one argument. The result
+    is one row: the chunk's row count, its rows as CSV lines and its last
+    id."""
+    line = csv_line(split.table, split.missing_in(nova_table))
+    return (f"SELECT COUNT(*), GROUP_CONCAT(CONCAT({line}) SEPARATOR '\\n'),"
+            f" MAX(id) FROM (SELECT * FROM {_quote(split.database)}."
+            f"{_quote(nova_table)} WHERE id > %s ORDER BY id LIMIT "
+            f"{CHUNK_IDS}) AS chunk")
 
 
 def next_id_statement(split, nova_table):
@@ -193,13 +219,25 @@ class NovaMySQLSource:
                             values |= self._identities(
                                 cursor, f'{_quote(database)}.'
                                 f'{_quote(nova_table)}',
-                                SOURCE_IDENTITIES.get(table, ()), among)
+                                self._identity_columns(cursor, database,
+                                                       table, nova_table),
+                                among)
         except pymysql.err.MySQLError as e:
             raise self.connection.error(e) from None
         finally:
             connection.close()
         found = {v.decode('utf-8', 'replace') for v in values if v}
         return found if among is None else found & set(among)
+
+    def _identity_columns(self, cursor, database, table, nova_table):
+        """The identity columns of ``nova_table``: an optional one only
+        where the table has it."""
+        columns = SOURCE_IDENTITIES.get(table, ())
+        optional = set(columns) & set(OPTIONAL_COLUMNS.get(table, ()))
+        if optional:
+            missing = optional - self._columns(cursor, database, nova_table)
+            columns = tuple(c for c in columns if c not in missing)
+        return columns
 
     @staticmethod
     def _identities(cursor, table, identity_columns, among):
@@ -250,11 +288,28 @@ class NovaMySQLSource:
                 for database in self.databases:
                     for table in self.tables:
                         nova_tables = self.nova_tables(table)
+                        present = {t: self._columns(cursor, database, t)
+                                   for t in nova_tables}
+                        if table in OPTIONAL_TABLES and \
+                                not any(present.values()):
+                            continue
+                        missing = tuple(
+                            (t, tuple(c for c in OPTIONAL_COLUMNS.get(
+                                table, ()) if c not in present[t]))
+                            for t in nova_tables)
                         ranges = [self._id_range(cursor, database, table,
-                                                 nova_table)
+                                                 nova_table, dict(missing))
                                   for nova_table in nova_tables]
-                        splits += self._split(database, table, nova_tables,
-                                              ranges)
+                        if SOURCE_COLUMNS[table][0][1] == pa.string():
+                            # text ids: the whole table, chunk after chunk
+                            table_splits = [TableSplit(
+                                database, table, nova_tables, '', None)]
+                        else:
+                            table_splits = self._split(database, table,
+                                                       nova_tables, ranges)
+                        splits += [dataclasses.replace(split,
+                                                       missing=missing)
+                                   for split in table_splits]
                         if table == EVENTS:
                             estimated_events += sum(
                                 last - first + 1 for first, last in ranges
@@ -281,8 +336,23 @@ class NovaMySQLSource:
                 f'{self.connection.describe()} ({self.connection.user} sees '
                 f'{shown or "no database"})')
 
-    def _id_range(self, cursor, database, table, nova_table):
-        columns = ', '.join(_quote(name) for name, _ in SOURCE_COLUMNS[table])
+    def _columns(self, cursor, database, nova_table):
+        """The columns ``nova_table`` has that the user sees (none: the
+        table is missing, or hidden from the user)."""
+        try:
+            cursor.execute('SELECT COLUMN_NAME FROM information_schema.'
+                           'COLUMNS WHERE TABLE_SCHEMA = %s AND '
+                           'TABLE_NAME = %s', (database, nova_table))
+        except pymysql.err.MySQLError as e:
+            raise self.connection.error(e, database, nova_table) from None
+        return {name.decode('utf-8', 'replace') if isinstance(name, bytes)
+                else name for name, in cursor}
+
+    def _id_range(self, cursor, database, table, nova_table, missing):
+        """The first and last id of ``nova_table``, once the columns read
+        (but those ``missing`` for it) are known to be there."""
+        columns = ', '.join(_quote(name) for name, _ in SOURCE_COLUMNS[table]
+                            if name not in missing.get(nova_table, ()))
         try:
             cursor.execute(f'SELECT {columns} FROM {_quote(database)}.'
                            f'{_quote(nova_table)} LIMIT 0')
@@ -384,7 +454,7 @@ class ReadTableSplits(beam.DoFn):
                         e, split.database, nova_table) from None
                 self._resumes[slot] += 1
                 log.warning('lost the connection reading %s.%s (%s); '
-                            'resuming at id %d (%d/%d)', split.database,
+                            'resuming at id %s (%d/%d)', split.database,
                             nova_table, e.args[0], args[0],
                             self._resumes[slot], self.MAX_RESUMES)
                 self._connections[slot] = self._connect()
@@ -395,6 +465,9 @@ class ReadTableSplits(beam.DoFn):
     def _chunks(self, slot, split, nova_table):
         """``(nova table, first id, row count, CSV lines)`` of each chunk
         of one Nova table of the split, read on connection ``slot``."""
+        if isinstance(split.first_id, str):
+            yield from self._keyset_chunks(slot, split, nova_table)
+            return
         sql, window_args = chunk_statement(split, nova_table, self.window)
         next_id = next_id_statement(split, nova_table)
         first_id, read = split.first_id, 0
@@ -416,6 +489,21 @@ class ReadTableSplits(beam.DoFn):
         log.info('read %s.%s ids %d..%s: %d rows', split.database,
                  nova_table, split.first_id,
                  '' if split.end_id is None else split.end_id - 1, read)
+
+    def _keyset_chunks(self, slot, split, nova_table):
+        """``_chunks`` of a table with text ids: each chunk the rows after
+        the last one read."""
+        sql = keyset_statement(split, nova_table)
+        after, read = split.first_id, 0
+        while True:
+            rows, lines, last = self._query(slot, split, nova_table, sql,
+                                            [after])
+            if not rows:
+                break
+            read += rows
+            yield nova_table, after, rows, lines
+            after = last.decode() if isinstance(last, bytes) else last
+        log.info('read %s.%s: %d rows', split.database, nova_table, read)
 
     def _split_chunks(self, slot, split):
         for nova_table in split.nova_tables:   # live first, then shadow_

@@ -13,19 +13,21 @@ import itertools
 import pymysql.cursors
 
 TIME_COLUMNS = ('created_at', 'updated_at', 'deleted_at', 'launched_at',
-                'terminated_at', 'start_time', 'finish_time')
+                'terminated_at', 'start_time', 'finish_time', 'last_seen_up')
+SERVER_TABLES = ('instances', 'instance_actions', 'instance_actions_events')
+HOST_TABLES = ('compute_nodes', 'services')
 
 
-def read_mysql(connection, databases):
-    """(instances, actions, events) of the live tables of ``databases``."""
-    tables = {'instances': [], 'instance_actions': [],
-              'instance_actions_events': []}
+def read_mysql(connection, databases, tables=SERVER_TABLES):
+    """The rows of the live ``tables`` of ``databases``, a list per table
+    (by default instances, actions, events)."""
+    found = {table: [] for table in tables}
     with connection.cursor(pymysql.cursors.DictCursor) as cursor:
         for db in databases:
-            for table, rows in tables.items():
+            for table, rows in found.items():
                 cursor.execute(f'SELECT * FROM `{db}`.`{table}`')
                 rows.extend(dict(row, db=db) for row in cursor.fetchall())
-    return tuple(tables.values())
+    return tuple(found.values())
 
 
 def _time(value):
@@ -39,7 +41,7 @@ def _time(value):
         return None
 
 
-def _with_times(row):
+def with_times(row):
     return dict(row, **{c: _time(row[c]) for c in TIME_COLUMNS if c in row})
 
 
@@ -82,7 +84,7 @@ class NovaData:
     that no longer exists)."""
 
     def __init__(self, instances, actions, events, flavors=None):
-        instances = [_with_times(row) for row in instances]
+        instances = [with_times(row) for row in instances]
         catalog = derived_flavors(instances) if flavors is None else flavors
         self.flavors = {f['flavorid']: f for f in catalog}
         by_type_id = {f['id']: f for f in catalog if f.get('id') is not None}
@@ -109,14 +111,14 @@ class NovaData:
 
         cell_of = {row['uuid']: row['db'] for row in instances}
         self.actions_of = collections.defaultdict(list)
-        for action in map(_with_times, actions):
+        for action in map(with_times, actions):
             if cell_of.get(action.get('instance_uuid')) == action['db']:
                 self.actions_of[action['instance_uuid']].append(action)
         for rows in self.actions_of.values():
             rows.sort(key=newest_first_key, reverse=True)
 
         self.events_of = collections.defaultdict(list)
-        for event in map(_with_times, events):
+        for event in map(with_times, events):
             self.events_of[event['db'], event.get('action_id')].append(event)
         for rows in self.events_of.values():
             rows.sort(key=newest_first_key, reverse=True)

@@ -206,6 +206,8 @@ class Identity:
                         'region': REGION, 'url': url}
                         for interface in ('public', 'internal', 'admin')]}
         return [service('compute', 'nova', f'{self.base_url}/compute/v2.1'),
+                service('placement', 'placement',
+                        f'{self.base_url}/placement'),
                 service('identity', 'keystone', f'{self.base_url}/identity')]
 
 

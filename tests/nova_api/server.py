@@ -1,6 +1,7 @@
-"""HTTP plumbing: one loopback server for Keystone (``/identity``) and Nova
-(``/compute``), routing, the chain in front of Nova's controllers (rate
-limiter, keystonemiddleware, microversions) and the injected faults."""
+"""HTTP plumbing: one loopback server for Keystone (``/identity``), Nova
+(``/compute``) and Placement (``/placement``), routing, the chain in front
+of Nova's and Placement's controllers (rate limiter, keystonemiddleware,
+microversions) and the injected faults."""
 import collections
 import dataclasses
 import json
@@ -14,7 +15,8 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .compute import Compute, instance_not_found, parse_version, version_text
-from .data import NovaData, read_mysql
+from .data import HOST_TABLES, NovaData, read_mysql
+from .hosts import Hosts, HostData, Placement, placement_error
 from .keystone import Identity
 from .messages import (
     AUTHENTICATION_REQUIRED, ApiError, Request, nova_fault)
@@ -31,13 +33,14 @@ class Faults:
     (``server.faults.error_500_rate = 0.1``).
 
     ``rate_limit_burst``: ``(n, retry_after_s)``, the next n compute API
-    calls answer 429 with ``Retry-After: retry_after_s`` (as a rate limiter
-    in front of Nova would; discovery and Keystone are not limited).
-    ``error_500_rate``: the share of compute API calls answering 500, drawn
-    from ``random.Random(seed)``. ``poisoned_marker``: a server uuid; listing
-    servers with it as marker answers 500, as Nova does for some broken
-    instances. ``deleted_on_fetch``: server uuids whose os-instance-actions
-    answer 404, as for a server deleted between listing and fetching."""
+    (or Placement) calls answer 429 with ``Retry-After: retry_after_s``
+    (as a rate limiter in front of Nova would; discovery and Keystone are
+    not limited). ``error_500_rate``: the share of compute API (and
+    Placement) calls answering 500, drawn from ``random.Random(seed)``.
+    ``poisoned_marker``: a server uuid; listing servers with it as marker
+    answers 500, as Nova does for some broken instances.
+    ``deleted_on_fetch``: server uuids whose os-instance-actions answer
+    404, as for a server deleted between listing and fetching."""
     rate_limit_burst: tuple = None
     error_500_rate: float = 0.0
     seed: int = 0
@@ -69,39 +72,51 @@ class _Route:
     pattern: re.Pattern
     name: str           # what ``requests`` counts it as
     handler: str        # 'service.method'
-    compute_api: bool   # behind keystonemiddleware and microversions
+    behind: str         # COMPUTE, PLACEMENT (keystonemiddleware and
+                        # microversions in front) or None
 
 
 _COMPUTE = r'/compute/v2\.1'
-_ROUTES = [_Route(method, re.compile(pattern), name, handler, compute_api)
-           for method, pattern, name, handler, compute_api in (
-    ('GET', r'/identity/?', '/identity/', 'identity.versions', False),
-    ('GET', r'/identity/v3/?', '/identity/v3/', 'identity.version',
-     False),
+COMPUTE, PLACEMENT = 'compute', 'placement'
+_ROUTES = [_Route(method, re.compile(pattern), name, handler, behind)
+           for method, pattern, name, handler, behind in (
+    ('GET', r'/identity/?', '/identity/', 'identity.versions', None),
+    ('GET', r'/identity/v3/?', '/identity/v3/', 'identity.version', None),
     ('POST', r'/identity/v3/auth/tokens', '/identity/v3/auth/tokens',
-     'identity.issue_token', False),
-    ('GET', r'/compute/?', '/compute/', 'compute.versions', False),
-    ('GET', _COMPUTE + r'/?', '/compute/v2.1/', 'compute.version',
-     False),
+     'identity.issue_token', None),
+    ('GET', r'/compute/?', '/compute/', 'compute.versions', None),
+    ('GET', _COMPUTE + r'/?', '/compute/v2.1/', 'compute.version', None),
     ('GET', _COMPUTE + r'/servers/detail', '/servers/detail',
-     'compute.list_servers', True),
+     'compute.list_servers', COMPUTE),
     ('GET', _COMPUTE + r'/flavors/(?P<flavor_id>[^/]+)', '/flavors/{id}',
-     'compute.show_flavor', True),
+     'compute.show_flavor', COMPUTE),
     ('GET', _COMPUTE + r'/servers/(?P<server_id>[^/]+)/os-instance-actions',
-     '/servers/{id}/os-instance-actions', 'compute.list_actions', True),
+     '/servers/{id}/os-instance-actions', 'compute.list_actions', COMPUTE),
     ('GET', _COMPUTE + r'/servers/(?P<server_id>[^/]+)/os-instance-actions/'
                        r'(?P<request_id>[^/]+)',
      '/servers/{id}/os-instance-actions/{request_id}',
-     'compute.show_action', True),
+     'compute.show_action', COMPUTE),
+    ('GET', _COMPUTE + r'/os-hypervisors', '/os-hypervisors',
+     'hosts.list_hypervisors', COMPUTE),
+    ('GET', _COMPUTE + r'/os-hypervisors/detail', '/os-hypervisors/detail',
+     'hosts.list_hypervisors_detail', COMPUTE),
+    ('GET', _COMPUTE + r'/os-services', '/os-services',
+     'hosts.list_services', COMPUTE),
+    ('GET', r'/placement/?', '/placement/', 'placement.root', None),
+    ('GET', r'/placement/resource_providers/(?P<provider_uuid>[^/]+)/'
+            r'inventories', '/resource_providers/{uuid}/inventories',
+     'placement.list_inventories', PLACEMENT),
 )]
 
 
 class NovaApiServer:
-    """Keystone v3 and Nova's compute API on 127.0.0.1, a free port, over a
-    Nova history: rows as Nova's DB columns, each with ``db`` (its cell).
+    """Keystone v3, Nova's compute API and Placement on 127.0.0.1, a free
+    port, over a Nova history: rows as Nova's DB columns, each with ``db``
+    (its cell); hosts from ``compute_nodes`` and ``services`` rows
+    (``hosts.HostData``; its ``providers`` are Placement's).
 
     ``requests`` counts the calls answered, by ``(method, route, status)``;
-    compute API routes are named relative to the endpoint
+    compute API and Placement routes are named relative to their endpoint
     (``'/servers/detail'``), the others by their path. ``latency_s`` is
     added to every call; ``identity.token_ttl_s`` is the lifetime of tokens
     issued from then on; both can change while the server runs, like
@@ -110,12 +125,15 @@ class NovaApiServer:
     back on the same port, its tokens still valid."""
 
     def __init__(self, instances=(), actions=(), events=(), flavors=None, *,
-                 min_microversion='2.1', max_microversion='2.96',
-                 max_limit=1000, latency_s=0.0, token_ttl_s=3600,
-                 faults=None):
+                 compute_nodes=(), services=(), min_microversion='2.1',
+                 max_microversion='2.96', max_limit=1000, latency_s=0.0,
+                 token_ttl_s=3600, faults=None):
         self.data = NovaData(instances, actions, events, flavors)
         self.compute = Compute(self.data, parse_version(min_microversion),
                                parse_version(max_microversion), max_limit)
+        self.host_data = HostData(compute_nodes, services)
+        self.hosts = Hosts(self.host_data, self.compute)
+        self.placement = Placement(self.host_data)
         self.identity = Identity(_busiest_project(self.data), token_ttl_s)
         self.faults = faults or Faults()
         self.latency_s = latency_s
@@ -128,7 +146,10 @@ class NovaApiServer:
     def from_mysql(cls, connection, databases, **options):
         """The server over the live tables of the cell ``databases`` on
         ``connection`` (PyMySQL), read once, now."""
-        return cls(*read_mysql(connection, databases), **options)
+        compute_nodes, services = read_mysql(connection, databases,
+                                             HOST_TABLES)
+        return cls(*read_mysql(connection, databases),
+                   compute_nodes=compute_nodes, services=services, **options)
 
     @property
     def auth_url(self):
@@ -186,8 +207,9 @@ class NovaApiServer:
             status, body, headers = self._answer(route, params, request)
         except ApiError as error:
             status, body, headers = error.status, error.body, error.headers
-        if request.version:     # Nova echoes the microversion it served
-            headers = headers + _version_headers(request.version)
+        if request.version:     # the microversion served is echoed
+            headers = headers + _version_headers(route.behind,
+                                                 request.version)
         with self._lock:
             self.requests[request.method,
                           route.name if route else request.path, status] += 1
@@ -197,14 +219,14 @@ class NovaApiServer:
         if route is None:
             raise nova_fault(404, 'The resource could not be found.')
         service, method = route.handler.split('.')
-        if route.compute_api:
+        if route.behind == COMPUTE:
             self._before_compute(route, params, request)
+        elif route.behind == PLACEMENT:
+            self._before_placement(request)
         return getattr(getattr(self, service), method)(request, **params)
 
-    def _before_compute(self, route, params, request):
-        """What stands in front of Nova's controllers, in order: a rate
-        limiter, keystonemiddleware, Nova's microversion check; then the
-        faults of Nova itself."""
+    def _authenticate(self, request):
+        """A rate limiter, then keystonemiddleware."""
         retry_after = self.faults.rate_limited()
         if retry_after is not None:
             raise _rate_limited(retry_after)
@@ -216,6 +238,21 @@ class NovaApiServer:
                 'message': AUTHENTICATION_REQUIRED}}, [(
                     'WWW-Authenticate',
                     f"Keystone uri='{self.identity.base_url}/identity'")])
+
+    def _before_placement(self, request):
+        self._authenticate(request)
+        request.version = self.placement.requested_version(request.headers)
+        if self.faults.fails():
+            raise placement_error(500, 'Internal Server Error',
+                                  'The server has either erred or is '
+                                  'incapable of performing the requested '
+                                  'operation.')
+
+    def _before_compute(self, route, params, request):
+        """What stands in front of Nova's controllers, in order: a rate
+        limiter, keystonemiddleware, Nova's microversion check; then the
+        faults of Nova itself."""
+        self._authenticate(request)
         request.version = self.compute.requested_version(request.headers)
         if self.faults.fails():
             raise nova_fault(500, _UNEXPECTED.format(
@@ -244,11 +281,14 @@ def _rate_limited(retry_after):
     return error
 
 
-def _version_headers(version):
-    return [('OpenStack-API-Version', 'compute ' + version_text(version)),
-            ('X-OpenStack-Nova-API-Version', version_text(version)),
-            ('Vary', 'OpenStack-API-Version'),
-            ('Vary', 'X-OpenStack-Nova-API-Version')]
+def _version_headers(service, version):
+    headers = [('OpenStack-API-Version',
+                f'{service} {version_text(version)}'),
+               ('Vary', 'OpenStack-API-Version')]
+    if service == COMPUTE:
+        headers += [('X-OpenStack-Nova-API-Version', version_text(version)),
+                    ('Vary', 'X-OpenStack-Nova-API-Version')]
+    return headers
 
 
 def _send(handler, status, body, headers):

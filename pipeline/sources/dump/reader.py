@@ -14,8 +14,8 @@ from starcompactor.pipeline.sources.dump.lexer import (
     CREATE_DATABASE, CREATE_TABLE, INSERT_HEAD, INSERT_TEXT, USE, column_list,
     create_table_columns, diagnose, identifier, parse_values, qualified_name)
 from starcompactor.transforms.schema import (
-    EVENTS, NOVA_TABLES, SHADOW_PREFIX, SOURCE_COLUMNS, SOURCE_TABLES,
-    source_schema)
+    EVENTS, NOVA_TABLES, OPTIONAL_COLUMNS, SHADOW_PREFIX, SOURCE_COLUMNS,
+    SOURCE_TABLES, source_schema)
 
 BATCH_ROWS = 50_000
 
@@ -115,15 +115,20 @@ class DumpReader:
     ``archived=False`` skips the ``shadow_`` tables; ``window`` = (start,
     end), Nova-format time strings, keeps events with start <= start_time <
     end (either may be None). Rows before any ``USE``/``CREATE DATABASE``
-    belong to ``default_database``.
+    belong to ``default_database``. ``of_tables``: the logical tables a
+    database must have one of to be *seen* (``scan``); None: any.
     """
 
     def __init__(self, path, databases=None, archived=True,
                  window=(None, None), default_database='nova',
-                 batch_rows=BATCH_ROWS):
+                 batch_rows=BATCH_ROWS, of_tables=None):
         self.path = path
         self.databases = None if databases is None else set(databases)
         self.tables = nova_table_map(archived)
+        # Nova's, Ironic's and Blazar's databases share a dump: each
+        # source sees the databases of its own tables.
+        self.seen_tables = {name for name, table in ALL_NOVA_TABLES.items()
+                            if of_tables is None or table in of_tables}
         self.window = tuple(window or (None, None))
         self.default_database = default_database
         self.batch_rows = batch_rows
@@ -184,7 +189,8 @@ class DumpReader:
         database, table = context.table(m)
         if table not in ALL_NOVA_TABLES:
             return None
-        context.seen.add(database)
+        if table in self.seen_tables:
+            context.seen.add(database)
         if table not in wanted or (self.databases is not None
                                    and database not in self.databases):
             return None
@@ -209,7 +215,8 @@ class DumpReader:
             raise self._error(number,
                               f'truncated statement: CREATE TABLE {table}')
         context.columns[(database, table)] = tuple(columns)
-        context.seen.add(database)
+        if table in self.seen_tables:
+            context.seen.add(database)
 
     def parse_insert(self, nova_table, data, line, columns):
         """(rows, [(strings, tokens) per source column], escaped) of one
@@ -229,19 +236,24 @@ class DumpReader:
                 line, f'{what} has no column list and no CREATE TABLE '
                       f'{nova_table} precedes it (dump with CREATE TABLE '
                       f'statements or --complete-insert)')
-        picks = []
-        for column, _ in SOURCE_COLUMNS[ALL_NOVA_TABLES[nova_table]]:
-            try:
+        table = ALL_NOVA_TABLES[nova_table]
+        picks, absent = [], []     # absent: optional columns, all NULL
+        for j, (column, _) in enumerate(SOURCE_COLUMNS[table]):
+            if column in names:
                 picks.append(names.index(column))
-            except ValueError:
+            elif column in OPTIONAL_COLUMNS.get(table, ()):
+                absent.append(j)
+            else:
                 raise self._error(line, f'{what}: no column {column} in '
-                                        f'its column list') from None
+                                        f'its column list')
         values = parse_values(text, m.end(), len(names), picks)
         if values is None:
             offset, message = diagnose(text, m.end(), len(names))
             raise self._error(line + text.count('\n', 0, offset),
                               f'{message} in {what}')
         rows, columns = values
+        for j in absent:
+            columns.insert(j, ([None] * rows, [None] * rows))
         escaped = '\\' in text or "''" in text
         return rows, columns, escaped
 

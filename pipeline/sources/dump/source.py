@@ -52,7 +52,8 @@ class NovaDumpSource:
 
     def dump_reader(self, path):
         return DumpReader(path, self.databases, self.archived, self.window,
-                          self.default_database, self.batch_rows)
+                          self.default_database, self.batch_rows,
+                          of_tables=self.tables)
 
     def reader(self, splits):
         return ReadSplits(splits, ReadDumpSplits(self))

@@ -1,4 +1,5 @@
-"""A pooled, retrying, counted keystoneauth session on the compute API.
+"""A pooled, retrying, counted keystoneauth session on the compute API
+(and Placement, where hosts need it).
 
 keystoneauth1 authenticates (Keystone v3 password or application
 credential), finds the compute endpoint in the service catalog, sends the
@@ -27,6 +28,7 @@ from starcompactor import __version__
 from starcompactor.pipeline.errors import UserError
 
 MADE, RETRIED, FAILED = 'made', 'retried', 'failed'
+COMPUTE, PLACEMENT = 'compute', 'placement'     # service types
 TIMEOUT_S = 60
 RETRIABLE_STATUSES = (429, 500, 502, 503, 504)
 # Backoff before the n-th retry in a row: 0, then 0.25 * 2**(n-1) s plus up
@@ -100,7 +102,8 @@ class RequestGate:
 
 
 class ApiError(Exception):
-    """The compute API answered a request with an error status."""
+    """The compute API (or Placement) answered a request with an error
+    status."""
 
     def __init__(self, status, path, message=''):
         super().__init__(f'HTTP {status} on {path}'
@@ -132,11 +135,15 @@ def _reason(error):
 
 
 class NovaClient:
-    """The compute API of the cloud ``settings`` (``CloudSettings``)
-    describe, with at most ``concurrency`` pooled connections."""
+    """The compute API (and Placement) of the cloud ``settings``
+    (``CloudSettings``) describe, with at most ``concurrency`` pooled
+    connections; ``purpose`` says, when admin rights are missing, what
+    they were needed for."""
 
-    def __init__(self, settings, microversion=None, concurrency=8, rate=None):
+    def __init__(self, settings, microversion=None, concurrency=8, rate=None,
+                 purpose='list every project\'s servers and their actions'):
         self.settings = settings
+        self.purpose = purpose
         self.tally = RequestTally()
         self._renewal = threading.Lock()
         retry = _CountedRetry(**RETRY_SETTINGS)
@@ -153,10 +160,14 @@ class NovaClient:
             auth=settings.plugin(), session=http, verify=settings.verify,
             timeout=TIMEOUT_S, rate_semaphore=self.gate,
             app_name='starcompactor', app_version=__version__)
-        self.compute = ks_adapter.Adapter(
-            self.session, service_type='compute',
-            interface=settings.interface, region_name=settings.region_name,
-            default_microversion=microversion, raise_exc=False)
+        self.services = {
+            service: ks_adapter.Adapter(
+                self.session, service_type=service,
+                interface=settings.interface,
+                region_name=settings.region_name, raise_exc=False)
+            for service in (COMPUTE, PLACEMENT)}
+        self.compute = self.services[COMPUTE]
+        self.compute.default_microversion = microversion
 
     def use_microversion(self, microversion):
         self.compute.default_microversion = microversion
@@ -168,12 +179,16 @@ class NovaClient:
             self.session.get_token()
         except ks_exceptions.ClientException as e:
             raise self._keystone_error(e) from None
+        return self.endpoint(COMPUTE)
+
+    def endpoint(self, service):
+        """The URL of ``service`` in the catalog; ``UserError`` if none."""
         try:
-            return self.compute.get_endpoint()
+            return self.services[service].get_endpoint()
         except ks_exceptions.EndpointNotFound:
             region = self.settings.region_name
             raise UserError(
-                f'no compute endpoint (interface {self.settings.interface}'
+                f'no {service} endpoint (interface {self.settings.interface}'
                 + (f', region {region}' if region else '') +
                 f') in the service catalog of {self.settings.auth_url}'
                 f' ({self.settings.where})') from None
@@ -191,29 +206,28 @@ class NovaClient:
             return UserError(f'cannot reach {where}: {_reason(error)}')
         return UserError(f'{where}: {_reason(error)}')
 
-    def get(self, path, params=None):
-        """The JSON body of ``GET path``; ``ApiError`` for an error status
-        (after retries), ``UserError`` when credentials stop working or the
-        API cannot be reached at all."""
+    def get(self, path, params=None, service=COMPUTE):
+        """The JSON body of ``GET path`` of ``service``; ``ApiError`` for an
+        error status (after retries), ``UserError`` when credentials stop
+        working or the API cannot be reached at all."""
         try:
-            response = self._send(path, params)
+            response = self._send(path, params, service)
             if response.status_code == 401:   # revoked or expired early
                 self._renew_token(response.request.headers['X-Auth-Token'])
-                response = self._send(path, params)
+                response = self._send(path, params, service)
         except ks_exceptions.ClientException as e:
             self.tally.add(FAILED)
             if isinstance(e, ks_exceptions.ConnectionError):
-                raise UserError(f'no answer from the compute API ({path}) '
+                raise UserError(f'no answer from the {service} API ({path}) '
                                 f'after retries: {_reason(e)}') from None
             raise self._keystone_error(e) from None
         if response.status_code >= 400:
             self.tally.add(FAILED)
             if response.status_code in (401, 403):
                 raise UserError(
-                    f'the compute API refused {self.settings.user!r} '
+                    f'the {service} API refused {self.settings.user!r} '
                     f'(HTTP {response.status_code} on {path}): admin '
-                    f'credentials are needed to list every project\'s '
-                    f'servers and their actions')
+                    f'credentials are needed to {self.purpose}')
             raise ApiError(response.status_code, path, _fault(response))
         try:
             return response.json()
@@ -222,9 +236,9 @@ class NovaClient:
             raise ApiError(response.status_code, path,
                            'the answer is not JSON') from None
 
-    def _send(self, path, params):
-        return self.compute.get(path, params=params, rate_semaphore=self.gate,
-                                allow_reauth=False)
+    def _send(self, path, params, service):
+        return self.services[service].get(
+            path, params=params, rate_semaphore=self.gate, allow_reauth=False)
 
     def _renew_token(self, refused):
         """A new token, unless another thread got one since ``refused`` was

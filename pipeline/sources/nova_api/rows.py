@@ -97,11 +97,14 @@ class Server:
         return (self.user_id, self.project_id, self.hostname, self.host)
 
 
-def _table(name, rows):
+def source_table(name, rows):
     """A source-table batch of ``rows`` (tuples in ``SOURCE_COLUMNS``
-    order, without ``db``)."""
+    order, without ``db``; the optional columns the API does not give,
+    ``schema.OPTIONAL_COLUMNS``, may be left off the end: NULL)."""
     schema = source_schema(name)
-    columns = list(zip(*rows)) or [()] * len(SOURCE_COLUMNS[name])
+    width = len(SOURCE_COLUMNS[name])
+    columns = list(zip(*rows)) or [()] * width
+    columns += [(None,) * len(rows)] * (width - len(columns))
     arrays = [pa.array([API_DB] * len(rows), pa.string())] + [
         pa.array(list(values), field.type)
         for values, field in zip(columns, list(schema)[1:])]
@@ -110,7 +113,7 @@ def _table(name, rows):
 
 def instances_table(servers):
     """``servers``: ``(Server, sizes)`` pairs (sizes may be None)."""
-    return _table(INSTANCES, [
+    return source_table(INSTANCES, [
         (row_id(s.uuid), s.uuid, s.user_id, s.project_id, s.hostname,
          s.host, *(sizes or (None, None, None)))
         for s, sizes in servers])
@@ -118,8 +121,8 @@ def instances_table(servers):
 
 def actions_table(actions):
     """``actions``: ``(uuid, request_id)`` pairs."""
-    return _table(ACTIONS, [(row_id(uuid, request_id), uuid)
-                            for uuid, request_id in actions])
+    return source_table(ACTIONS, [(row_id(uuid, request_id), uuid)
+                                  for uuid, request_id in actions])
 
 
 def event_rows(uuid, request_id, events, window):
@@ -137,4 +140,4 @@ def event_rows(uuid, request_id, events, window):
 
 
 def events_table(rows):
-    return _table(EVENTS, rows)
+    return source_table(EVENTS, rows)

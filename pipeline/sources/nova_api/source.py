@@ -108,7 +108,7 @@ class ApiReading:
                           self.concurrency, self.rate)
 
 
-def _report_requests(client):
+def report_requests(client):
     """The client's request tally into the run's counts (from the DoFn's
     own thread: counts from other threads reach neither Beam's counters nor
     the Counted step's data)."""
@@ -116,7 +116,7 @@ def _report_requests(client):
         counters.count(f'{counters.API}.requests_{name}', n)
 
 
-class _WithClient(beam.DoFn):
+class WithClient(beam.DoFn):
     """A DoFn with its own client, made on the worker."""
 
     def __init__(self, reading):
@@ -131,7 +131,7 @@ class _WithClient(beam.DoFn):
             self.client.close()
 
 
-class ListServers(_WithClient):
+class ListServers(WithClient):
     """A listing (``live`` or ``deleted``) -> chunks of its servers."""
 
     def process(self, listing):
@@ -140,10 +140,10 @@ class ListServers(_WithClient):
                                  _changes_since(self.reading.window)):
             for i in range(0, len(page), SERVERS_PER_CHUNK):
                 yield page[i:i + SERVERS_PER_CHUNK]
-            _report_requests(self.client)
+            report_requests(self.client)
 
 
-def _path(*parts):
+def url_path(*parts):
     return '/'.join(urllib.parse.quote(str(part), safe='') for part in parts)
 
 
@@ -154,7 +154,7 @@ def _left_out_because(error):
     return counters.server_http_error(error.status)
 
 
-class FetchHistories(_WithClient):
+class FetchHistories(WithClient):
     """A chunk of servers -> ``(table, batch)`` of its instances, their
     actions and their events, fetched ``concurrency`` requests at a time.
 
@@ -199,7 +199,7 @@ class FetchHistories(_WithClient):
                 if server.uuid not in left_out]
         counters.count(counters.API_SIZES_UNKNOWN,
                        sum(1 for _, s in kept if s is None))
-        _report_requests(self.client)
+        report_requests(self.client)
         yield INSTANCES, instances_table(kept)
         yield ACTIONS, actions_table(
             [a for a in actions if a[0] not in left_out])
@@ -228,7 +228,7 @@ class FetchHistories(_WithClient):
     def _flavor(self, flavor_id):
         try:
             return flavor_sizes(
-                self.client.get(_path('flavors', flavor_id))['flavor'])
+                self.client.get(url_path('flavors', flavor_id))['flavor'])
         except ApiError as e:   # deleted since: the sizes stay unknown
             log.warning('flavor %s: %s; its servers\' sizes stay empty',
                         flavor_id, e)
@@ -236,7 +236,7 @@ class FetchHistories(_WithClient):
 
     def _request_ids(self, server):
         """The request ids of a server's actions (paged from 2.58)."""
-        path = _path('servers', server.uuid, 'os-instance-actions')
+        path = url_path('servers', server.uuid, 'os-instance-actions')
         params = None
         if self.paged_actions:
             params = {'limit': self.reading.page_size}
@@ -257,8 +257,8 @@ class FetchHistories(_WithClient):
         """The event rows of one action (``(uuid, request_id)``) that fall
         in the window."""
         uuid, request_id = action
-        body = self.client.get(_path('servers', uuid, 'os-instance-actions',
-                                     request_id))
+        body = self.client.get(url_path('servers', uuid,
+                                        'os-instance-actions', request_id))
         return event_rows(uuid, request_id,
                           body['instanceAction'].get('events') or (),
                           self.reading.window)
