@@ -94,3 +94,16 @@ def golden_db(mariadb, nova_db):
     with mariadb.admin() as admin:
         golden.load(admin, database)
     return database
+
+
+@pytest.fixture
+def os_env(monkeypatch):
+    """Sets OS_* variables for in-process runs; removes inherited ones."""
+    for name in list(os.environ):
+        if name.startswith('OS_'):
+            monkeypatch.delenv(name)
+
+    def set_env(variables):
+        for name, value in variables.items():
+            monkeypatch.setenv(name, value)
+    return set_env

@@ -1,9 +1,11 @@
 """Writing Nova rows and reading traces back, for tests."""
 import csv
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 
 import fastavro
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -58,15 +60,30 @@ def job_args(server, password_file, databases, output, *extra):
             *extra]
 
 
-def run_job(args, now=None):
-    """Run the instances job through Beam's TestPipeline; its summary."""
+def ran_job(args, job_class=InstancesJob, now=None):
+    """A job (``job_class``: instances, hosts, trace) run through Beam's
+    TestPipeline, its cut at ``now``; the job, to summarize."""
     options = PipelineOptions(args)
-    job = InstancesJob(options, now=now)
+    job = job_class(options, now=now)
     pipeline = TestPipeline(options=options)
     job.build(pipeline)
-    result = pipeline.run()
-    result.wait_until_finish()
-    return job.summarize(0.0)
+    pipeline.run().wait_until_finish()
+    return job
+
+
+def run_job(args, now=None):
+    """Run the instances job through Beam's TestPipeline; its summary."""
+    return ran_job(args, now=now).summarize(0.0)
+
+
+def api_command(*args, env):
+    """``starcompactor ARGS`` in a child process with only the OS_*
+    variables of ``env`` (and no MYSQL_PWD)."""
+    environ = {k: v for k, v in os.environ.items()
+               if not k.startswith('OS_') and k != 'MYSQL_PWD'}
+    return subprocess.run([sys.executable, '-m', 'starcompactor', *args],
+                          env=dict(environ, **env), capture_output=True,
+                          text=True, timeout=300)
 
 
 def read_csv(prefix):

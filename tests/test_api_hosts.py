@@ -4,19 +4,16 @@ API (and Placement), from the loopback Keystone + Nova + Placement of
 of two cells in MariaDB. Expected rows are written out by hand; the state
 they describe is checked against the database's own host table."""
 import datetime as dt
-import os
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.testing import test_pipeline
 
 from conftest import READER, NovaDatabases
 from helpers import (
-    insert, node_row, read_csv, service_row, write_key_file)
+    api_command, insert, node_row, ran_job, read_csv, service_row,
+    write_key_file)
 from nova_api import Faults, NovaApiServer
 from starcompactor.pipeline import cli, sources
 from starcompactor.pipeline.errors import UserError
@@ -120,26 +117,9 @@ def nova(mariadb, cells, request):
         yield server
 
 
-@pytest.fixture
-def os_env(monkeypatch):
-    """OS_* variables for in-process runs; inherited ones removed."""
-    for name in list(os.environ):
-        if name.startswith('OS_'):
-            monkeypatch.delenv(name)
-
-    def set_env(variables):
-        for name, value in variables.items():
-            monkeypatch.setenv(name, value)
-    return set_env
-
-
 def run_hosts(args):
     """The hosts job on the TestPipeline, its cut at CUT: (job, summary)."""
-    options = PipelineOptions(args)
-    job = HostsJob(options, now=CUT)
-    pipeline = test_pipeline.TestPipeline(options=options)
-    job.build(pipeline)
-    pipeline.run().wait_until_finish()
+    job = ran_job(args, HostsJob, CUT)
     return job, job.summarize(0.0)
 
 
@@ -295,12 +275,7 @@ def test_a_token_revoked_mid_run_is_renewed(nova, os_env, tmp_path):
 
 # -- the command, its failures, verify ----------------------------------------
 
-def starcompactor(*args, env):
-    environ = {k: v for k, v in os.environ.items()
-               if not k.startswith('OS_') and k != 'MYSQL_PWD'}
-    return subprocess.run([sys.executable, '-m', 'starcompactor', *args],
-                          env=dict(environ, **env), capture_output=True,
-                          text=True, timeout=300)
+starcompactor = api_command
 
 
 def test_the_command_writes_the_masked_table_and_verify_finds_no_host(

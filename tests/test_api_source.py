@@ -7,8 +7,6 @@ credentials and the faults on the way."""
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 
@@ -18,7 +16,7 @@ import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from conftest import READER, drop_databases, grant_reader
-from helpers import read_csv, run_job, write_key_file
+from helpers import api_command, read_csv, run_job, write_key_file
 from job_graph import pipeline_proto_text
 from nova_api import NovaApiServer
 from starcompactor import synth
@@ -108,19 +106,6 @@ def nova(mariadb, cloud, request):
     server.stop()
 
 
-@pytest.fixture
-def os_env(monkeypatch):
-    """Sets OS_* variables for in-process runs; removes inherited ones."""
-    for name in list(os.environ):
-        if name.startswith('OS_'):
-            monkeypatch.delenv(name)
-
-    def set_env(variables):
-        for name, value in variables.items():
-            monkeypatch.setenv(name, value)
-    return set_env
-
-
 def api_trace(folder, *extra, key_file):
     summary = run_job(['--api', '--output', str(folder / 'api'),
                        *common_args(key_file, *extra)])
@@ -135,12 +120,7 @@ def assert_same_counts(summary, expected):
 
 # -- the trace through the API ------------------------------------------------
 
-def starcompactor(*args, env):
-    environ = {k: v for k, v in os.environ.items()
-               if not k.startswith('OS_') and k != 'MYSQL_PWD'}
-    return subprocess.run([sys.executable, '-m', 'starcompactor', *args],
-                          env=dict(environ, **env), capture_output=True,
-                          text=True, timeout=300)
+starcompactor = api_command
 
 
 def test_the_command_reads_the_same_trace_through_the_api(

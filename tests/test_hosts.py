@@ -7,11 +7,9 @@ import hmac
 
 import pytest
 
-from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.testing import test_pipeline
 
 from helpers import (
-    dump_state, insert, job_args, node_row, read_csv, service_row)
+    dump_state, insert, job_args, node_row, ran_job, read_csv, service_row)
 from starcompactor import synth
 from starcompactor.pipeline import cli
 from starcompactor.pipeline.errors import UserError
@@ -187,12 +185,7 @@ COMMON = ['--mask-method', 'none', '--epoch', '2024-01-01T00:00:00Z',
 
 
 def run_hosts(args, now=None):
-    options = PipelineOptions(args)
-    job = HostsJob(options, now=now)
-    pipeline = test_pipeline.TestPipeline(options=options)
-    job.build(pipeline)
-    pipeline.run().wait_until_finish()
-    return job.summarize(0.0)
+    return ran_job(args, HostsJob, now).summarize(0.0)
 
 
 def test_one_database_state_from_the_server(mariadb, nova_db, password_file,

@@ -17,12 +17,10 @@ import json
 import random
 
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.testing import test_pipeline
 
 from helpers import (
-    dump_state, insert, job_args, node_row, read_csv, run_job, service_row,
-    write_key_file)
+    dump_state, insert, job_args, node_row, ran_job, read_csv, run_job,
+    service_row, write_key_file)
 from starcompactor.pipeline import cli
 from starcompactor.pipeline.hosts import HostsJob
 from starcompactor.pipeline.trace import TraceJob
@@ -136,12 +134,7 @@ def cells(mariadb, nova_db):
 
 def run_trace(args, now=None):
     """The trace job through Beam's TestPipeline; its summaries."""
-    options = PipelineOptions(args)
-    job = TraceJob(options, now=now)
-    pipeline = test_pipeline.TestPipeline(options=options)
-    job.build(pipeline)
-    pipeline.run().wait_until_finish()
-    return job.summaries(0.0)
+    return ran_job(args, TraceJob, now).summaries(0.0)
 
 
 def _mask(key, value):
@@ -235,12 +228,8 @@ def test_two_runs_with_a_supplied_key_match_the_trace_run(
               '--epoch', EPOCH, *RACKS]
     run_job(job_args(mariadb, password_file, cells, tmp_path / 'instances',
                      *common[:-2]))
-    options = PipelineOptions(job_args(mariadb, password_file, cells,
-                                       tmp_path / 'hosts', *common))
-    job = HostsJob(options)
-    pipeline = test_pipeline.TestPipeline(options=options)
-    job.build(pipeline)
-    pipeline.run().wait_until_finish()
+    ran_job(job_args(mariadb, password_file, cells, tmp_path / 'hosts',
+                     *common), HostsJob)
 
     instance_hosts = {r['host_name_physical'] for r in _records(
         tmp_path / 'instances', INSTANCE_TRACE)}

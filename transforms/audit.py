@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from starcompactor.transforms.schema import (
-    ACTIONS, DB, EVENTS, INSTANCES, SOURCE_COLUMNS, source_schema)
+    ACTIONS, EVENTS, INSTANCES, SOURCE_COLUMNS, source_schema)
 
 AUDIT_DATABASE = 'openstack_audit'
 AUDIT_TABLES = {

@@ -182,20 +182,25 @@ def join_events_to_instances(element, exclude=Exclusions()):
     c.count_rejected(EVENTS, c.EVENT_NO_INSTANCE, orphans.num_rows)
     c.count_rejected(ACTIONS, c.ACTION_NO_INSTANCE,
                      _distinct_count(orphans, ACTION_KEY))
-    c.count_rejected(INSTANCES, c.INSTANCE_NO_EVENTS,
-                     _unmatched_count(instances, events, keys))
+    unused_instances = _unmatched_count(instances, events, keys)
+    c.count_rejected(INSTANCES, c.INSTANCE_NO_EVENTS, unused_instances)
 
     # What is left holds every row of the trace, and of its instances and
     # actions: those of excluded instances go, each table counted alike.
     trace, excluded = exclude.split(matched)
+    excluded_instances = 0
     for reason, rows in excluded:
         c.count_rejected(EVENTS, reason, rows.num_rows)
         c.count_rejected(ACTIONS, reason, _distinct_count(rows, ACTION_KEY))
-        c.count_rejected(INSTANCES, reason,
-                         _distinct_count(rows, INSTANCE_KEY))
+        n = _distinct_count(rows, INSTANCE_KEY)
+        c.count_rejected(INSTANCES, reason, n)
+        excluded_instances += n
     c.count_in_trace(EVENTS, trace.num_rows)
     c.count_in_trace(ACTIONS, _distinct_count(trace, ACTION_KEY))
-    c.count_in_trace(INSTANCES, _distinct_count(trace, INSTANCE_KEY))
+    # Each instance of the bucket once (``_once``): no grouping of the
+    # trace rows needed.
+    c.count_in_trace(INSTANCES, instances.num_rows - unused_instances
+                     - excluded_instances)
     if trace.num_rows:
         yield trace.select(JOINED_SCHEMA.names).cast(JOINED_SCHEMA)
 

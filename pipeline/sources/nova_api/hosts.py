@@ -19,7 +19,6 @@ status is unknown (``status_unknown``: its cell is down, 2.69+).
 """
 import datetime as dt
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional
 
@@ -33,7 +32,7 @@ from starcompactor.pipeline.sources.nova_api.credentials import (
 from starcompactor.pipeline.sources.nova_api.rows import (
     nova_time, row_id, source_table)
 from starcompactor.pipeline.sources.nova_api.source import (
-    WithClient, report_requests, url_path)
+    WithClientPool, report_requests, url_path, version_document)
 from starcompactor.pipeline.sources.read import ReadSplits
 from starcompactor.pipeline.times import UTC, to_nova_text
 from starcompactor.transforms import counters
@@ -158,20 +157,15 @@ class HostReading:
                           self.concurrency, self.rate, PURPOSE)
 
 
-class ReadHosts(WithClient):
+class ReadHosts(WithClientPool):
     """The split -> ``(table, batch)``: the services, then the compute
     nodes, a page of hypervisors at a time."""
+    pool_name = 'placement'
 
     def setup(self):
         super().setup()
-        self.pool = ThreadPoolExecutor(self.reading.concurrency,
-                                       thread_name_prefix='placement')
         self.paged = versions.at_least(self.reading.microversion,
                                        versions.PAGED_HYPERVISORS)
-
-    def teardown(self):
-        self.pool.shutdown(cancel_futures=True)
-        super().teardown()
 
     def process(self, _split):
         services = list_services(self.client)
@@ -231,12 +225,7 @@ class NovaApiHostSource:
         client = NovaClient(self.credentials.settings(), concurrency=1,
                             purpose=PURPOSE)
         try:
-            self.endpoint = client.authenticate()
-            try:
-                document = client.get('')
-            except ApiError as e:
-                raise UserError(f'cannot read the compute API\'s version '
-                                f'document at {self.endpoint}: {e}') from None
+            self.endpoint, document = version_document(client)
             self.microversion, from_placement = versions.negotiate_hosts(
                 document, self.endpoint)
             client.use_microversion(self.microversion)

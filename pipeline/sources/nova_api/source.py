@@ -116,6 +116,17 @@ def report_requests(client):
         counters.count(f'{counters.API}.requests_{name}', n)
 
 
+def version_document(client):
+    """Authenticates ``client``; (the compute endpoint, its version
+    document), or one line on why not."""
+    endpoint = client.authenticate()
+    try:
+        return endpoint, client.get('')
+    except ApiError as e:
+        raise UserError(f'cannot read the compute API\'s version document '
+                        f'at {endpoint}: {e}') from None
+
+
 class WithClient(beam.DoFn):
     """A DoFn with its own client, made on the worker."""
 
@@ -129,6 +140,22 @@ class WithClient(beam.DoFn):
     def teardown(self):
         if self.client:
             self.client.close()
+
+
+class WithClientPool(WithClient):
+    """A ``WithClient`` that keeps ``reading.concurrency`` requests in
+    flight on a thread pool (``self.pool``), its threads named
+    ``pool_name``."""
+    pool_name = 'nova-api'
+
+    def setup(self):
+        super().setup()
+        self.pool = ThreadPoolExecutor(self.reading.concurrency,
+                                       thread_name_prefix=self.pool_name)
+
+    def teardown(self):
+        self.pool.shutdown(cancel_futures=True)
+        super().teardown()
 
 
 class ListServers(WithClient):
@@ -154,7 +181,7 @@ def _left_out_because(error):
     return counters.server_http_error(error.status)
 
 
-class FetchHistories(WithClient):
+class FetchHistories(WithClientPool):
     """A chunk of servers -> ``(table, batch)`` of its instances, their
     actions and their events, fetched ``concurrency`` requests at a time.
 
@@ -165,15 +192,9 @@ class FetchHistories(WithClient):
 
     def setup(self):
         super().setup()
-        self.pool = ThreadPoolExecutor(self.reading.concurrency,
-                                       thread_name_prefix='nova-api')
         self.flavors = {}   # flavor id -> sizes (None: no such flavor)
         self.paged_actions = versions.at_least(self.reading.microversion,
                                                versions.PAGED_ACTIONS)
-
-    def teardown(self):
-        self.pool.shutdown(cancel_futures=True)
-        super().teardown()
 
     def process(self, servers):
         sizes = self._sizes(servers)
@@ -302,12 +323,7 @@ class NovaApiSource:
         splits are the two listings; their size is unknown until read."""
         client = NovaClient(self.credentials.settings(), concurrency=1)
         try:
-            self.endpoint = client.authenticate()
-            try:
-                document = client.get('')
-            except ApiError as e:
-                raise UserError(f'cannot read the compute API\'s version '
-                                f'document at {self.endpoint}: {e}') from None
+            self.endpoint, document = version_document(client)
             self.microversion = versions.negotiate(document, self.endpoint)
             client.use_microversion(self.microversion)
             try:
