@@ -160,11 +160,9 @@ class HostTable:
         return TableOutput(prefix, kind, self.source,
                            masked=(HOST_COLUMN,), facts=facts)
 
-    def trace(self, pipeline, spec, key, epoch=None):
-        """The host table: each state's rows, tagged with its index, into
-        one PCollection, then ``BuildHostTrace`` (masked with ``key``, as
-        ``spec``, the run's ``TraceSpec``, says; ``epoch``: see
-        ``BuildHostTrace``)."""
+    def read(self, pipeline):
+        """Each state's rows, tagged with its index, in one PCollection:
+        ``(state index, (table, Arrow batch))`` pairs."""
         read = []
         for index, (_, source) in enumerate(self.states):
             splits, _ = source.plan()
@@ -176,15 +174,22 @@ class HostTable:
         instances.log.info('reading %s: %d state%s', self.source.about(),
                            len(self.states),
                            '' if len(self.states) == 1 else 's')
+        return read | 'AllStates' >> beam.Flatten()
+
+    def trace(self, pipeline, spec, key, epoch=None, rows=None):
+        """The host table: ``BuildHostTrace`` of the states' rows (``rows``
+        if already ``read``), masked with ``key``, as ``spec``, the run's
+        ``TraceSpec``, says; ``epoch``: see ``BuildHostTrace``."""
+        if rows is None:
+            rows = self.read(pipeline)
         host_spec = HostTraceSpec(
             state_times=tuple(to_seconds(time) for time, _ in self.states),
             mask_method=spec.mask_method, key_source=spec.key_source,
             epoch=spec.epoch, rack_regex=self.rack_regex,
             trace_format=self.trace_format,
             node_properties=self.node_properties)
-        return (read
-                | 'AllStates' >> beam.Flatten()
-                | 'BuildHostTrace' >> BuildHostTrace(host_spec, key, epoch))
+        return rows | 'BuildHostTrace' >> BuildHostTrace(host_spec, key,
+                                                         epoch)
 
 
 def host_table(options, nova, cut, trace_format):
@@ -247,6 +252,10 @@ class HostsJob(instances.InstancesJob):
     def lease_source(self, options):
         """The host table has no instances, hence no leases."""
         return None
+
+    def node_properties(self, options):
+        """... nor instances' nodes: Ironic's nodes are its hosts."""
+        return ()
 
     @property
     def progress_tables(self):

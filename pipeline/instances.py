@@ -25,13 +25,14 @@ from starcompactor.pipeline.progress import ProgressDisplay, run_folder
 from starcompactor.pipeline.shards import FORMATS, manifest_path
 from starcompactor.pipeline.sinks import WriteTrace
 from starcompactor.pipeline.sources import (
-    nova_source, service_source, split_list)
+    node_source, nova_source, service_source, split_list)
 from starcompactor.pipeline.threads import in_background
 from starcompactor.pipeline.times import UTC, parse_iso_utc, to_iso, to_seconds
 from starcompactor.transforms import mask
 from starcompactor.transforms import baremetal
 from starcompactor.transforms.baremetal import AUTO, LEASE_ID, VM
 from starcompactor.transforms.exclude import Exclusions
+from starcompactor.transforms.nodes import DEFAULT_NODE_PROPERTIES
 from starcompactor.transforms.schema import (
     COMPUTE_NODES, INSTANCE_TRACES, LEASE_TABLES, SOURCE_TABLES, V03)
 from starcompactor.transforms.trace import BuildTrace, TraceSpec
@@ -174,17 +175,48 @@ class InstancesJob:
                 projects=_excluded(opts.exclude_projects,
                                    '--exclude-projects')),
             trace_format=opts.trace_format,
-            instance_type=bare.instance_type)
+            instance_type=bare.instance_type,
+            node_properties=self.node_properties(options))
         self.leak_check = (opts.leak_check and
                            opts.mask_method != mask.NO_MASKING)
         self.leases = self.lease_source(options)
+        self.nodes = (self.node_figures_source(options)
+                      if self.spec.node_properties else None)
         self.outputs = [self.instance_output(self.output)]
 
     @property
     def links_leases(self):
-        """Whether the instance table can hold leases: bare metal, v0.3."""
+        """Whether the instance table can hold leases and nodes' figures:
+        bare metal, v0.3."""
         return (self.spec.instance_type != VM and
                 self.spec.trace_format == V03)
+
+    def node_properties(self, options):
+        """The figures of a bare-metal instance's node that v0.3 PROPERTIES
+        hold (``--properties``), when Ironic's database is given; else ()."""
+        bare = options.view_as(BareMetalOptions)
+        names = tuple(split_list(bare.properties))
+        if not bare.ironic_database:
+            if names != DEFAULT_NODE_PROPERTIES:
+                raise UserError('--properties names figures of Ironic nodes:'
+                                ' add --ironic-database')
+            return ()
+        if not names:
+            raise UserError('--properties must name at least one capability')
+        v03 = options.view_as(InstancesOptions).trace_format == V03
+        if bare.instance_type == VM or not v03:
+            raise UserError('--ironic-database gives bare-metal instances '
+                            'their node\'s figures, which v0.3 PROPERTIES '
+                            'hold: add --instance-type baremetal (or auto) '
+                            'and --trace-format v0.3')
+        return names
+
+    def node_figures_source(self, options):
+        """Ironic's nodes and Blazar's capabilities, for the figures of
+        bare-metal instances' nodes."""
+        bare = options.view_as(BareMetalOptions)
+        return node_source(options, bare.ironic_database,
+                           bare.blazar_database)
 
     def lease_source(self, options):
         """Blazar's lease tables (``--blazar-database``), for the lease of
@@ -234,9 +266,10 @@ class InstancesJob:
             return None
         return pipeline | 'MaskKey' >> mask.MaskKey(self.spec.key_source)
 
-    def instance_trace(self, pipeline, key, with_epoch=False):
+    def instance_trace(self, pipeline, key, with_epoch=False, nodes=None):
         """The instance table, read and built (``BuildTrace``, masked
-        with ``key``; ``with_epoch``: also its epoch)."""
+        with ``key``; ``with_epoch``: also its epoch; ``nodes``: Ironic's
+        and Blazar's rows by state, if already read)."""
         splits, self.estimated_events = self.source.plan()
         num_buckets = buckets_for(self.estimated_events,
                                   self.requested_buckets)
@@ -255,10 +288,17 @@ class InstancesJob:
                      self.leases.about())
             leases = pipeline | 'ReadBlazar' >> self.leases.reader(
                 lease_splits)
+        if nodes is None and self.nodes is not None:
+            node_splits, _ = self.nodes.plan()
+            log.info("reading %s for the figures of bare-metal instances' "
+                     "nodes", self.nodes.about())
+            nodes = (pipeline
+                     | 'ReadIronic' >> self.nodes.reader(node_splits)
+                     | 'OneState' >> beam.Map(lambda pair: (0, pair)))
         return (pipeline
                 | 'ReadNova' >> self.source.reader(splits)
                 | 'BuildTrace' >> BuildTrace(self.spec, num_buckets, key,
-                                             with_epoch, leases))
+                                             with_epoch, leases, nodes))
 
     def write(self, trace, output, label='WriteTrace'):
         """The files of one of ``outputs``, from its trace tables."""
@@ -354,6 +394,10 @@ class InstancesJob:
             facts['node_leases'] = linked.get(baremetal.NODE_LEASES, 0)
             facts['instances_without_lease'] = linked.get(
                 baremetal.WITHOUT_LEASE, 0)
+        if self.spec.node_properties:
+            facts['node_properties'] = list(self.spec.node_properties)
+            facts['instances_without_node'] = linked.get(
+                baremetal.WITHOUT_NODE, 0)
         return facts
 
     def baremetal_lines(self, summary):
@@ -367,6 +411,9 @@ class InstancesJob:
             line += (f', without a lease {facts["instances_without_lease"]:,}'
                      f' (their rows are in the trace; leases of nodes '
                      f'{facts["node_leases"]:,})')
+        if 'instances_without_node' in facts:
+            line += (f', on a node Ironic no longer has '
+                     f'{facts["instances_without_node"]:,} (flavor figures)')
         yield line
 
     def check_balance(self, summary, manifest):

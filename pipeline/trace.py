@@ -22,14 +22,15 @@ import os
 from starcompactor.pipeline import instances
 from starcompactor.pipeline.errors import UserError
 from starcompactor.pipeline.hosts import host_table
-from starcompactor.pipeline.options import BareMetalOptions
+from starcompactor.pipeline.options import BareMetalOptions, InstancesOptions
 from starcompactor.pipeline.shards import HOSTS_SUFFIX, INSTANCES_SUFFIX
 from starcompactor.pipeline.sources import nova_source
 from starcompactor.pipeline.sources.dump import NovaDumpSource
 from starcompactor.transforms import counters
 from starcompactor.transforms.host_trace import CountHostsWithoutComputeNode
+from starcompactor.transforms.baremetal import VM
 from starcompactor.transforms.schema import (
-    HOST_SOURCE_TABLES, SOURCE_TABLES)
+    HOST_SOURCE_TABLES, SOURCE_TABLES, V03)
 from starcompactor.transforms.trace import EPOCH, TRACE
 
 
@@ -79,6 +80,19 @@ class TraceJob(instances.InstancesJob):
                             'either')
         return None
 
+    def node_properties(self, options):
+        """Ironic's nodes are the host table's hosts, and where the
+        instance table holds PROPERTIES of bare metal, their figures."""
+        bare = options.view_as(BareMetalOptions)
+        v03 = options.view_as(InstancesOptions).trace_format == V03
+        if bare.ironic_database and (bare.instance_type == VM or not v03):
+            return ()
+        return super().node_properties(options)
+
+    def node_figures_source(self, options):
+        """None: the host table's reads of Ironic and Blazar are shared."""
+        return None
+
     @property
     def progress_tables(self):
         return SOURCE_TABLES + HOST_SOURCE_TABLES
@@ -88,9 +102,13 @@ class TraceJob(instances.InstancesJob):
         table counting from the instance table's epoch; their files, the
         hosts without a compute node and the run's counts."""
         key = self.mask_key(pipeline)
-        instance_table = self.instance_trace(pipeline, key, with_epoch=True)
+        host_rows = self.hosts.read(pipeline)
+        instance_table = self.instance_trace(
+            pipeline, key, with_epoch=True,
+            nodes=host_rows if self.spec.node_properties else None)
         host_table = self.hosts.trace(pipeline, self.spec, key,
-                                      epoch=instance_table[EPOCH])
+                                      epoch=instance_table[EPOCH],
+                                      rows=host_rows)
         files = (self.write(instance_table[TRACE], self.outputs[0],
                             'WriteInstances'),
                  self.write(host_table, self.outputs[1], 'WriteHosts'))

@@ -9,9 +9,9 @@ compute node of hypervisor type ``ironic`` (``compute_nodes.
 hypervisor_hostname`` = ``instances.node``; live, deleted and archived
 nodes alike), a set as small as the cloud's nodes, a side input::
 
-    joined rows ── physical host (node for bare metal) ── lease ── (mask)
-                        ▲ Ironic nodes                     ▲ nodes' leases
-                          (auto: compute_nodes)              (Blazar)
+    joined rows ── physical host (node for bare metal) ── lease ── node's figures ── (mask)
+                        ▲ Ironic nodes                     ▲ nodes' leases  ▲ Ironic nodes,
+                          (auto: compute_nodes)              (Blazar)         Blazar capabilities
 
 The host is replaced before masking, so the node is masked with the run's
 key, as the host table masks it.
@@ -45,7 +45,8 @@ import pyarrow.compute as pc
 
 from starcompactor.transforms import counters as c
 from starcompactor.transforms.buckets import concat, drop_duplicates
-from starcompactor.transforms.derive import LEASE_COLUMNS
+from starcompactor.transforms.derive import LEASE_COLUMNS, NODE_FIGURES
+from starcompactor.transforms.host_trace import NodeFigures
 from starcompactor.transforms.schema import (
     BLAZAR_ALLOCATIONS, BLAZAR_HOSTS, BLAZAR_LEASES, BLAZAR_RESERVATIONS,
     COMPUTE_NODES, DB, source_schema)
@@ -65,6 +66,9 @@ BAREMETAL_INSTANCES = 'baremetal_instances'
 # bare-metal instances that ran in none of them (their rows stay).
 NODE_LEASES = 'node_leases'
 WITHOUT_LEASE = 'baremetal_instances_without_lease'
+# ... of the node link: bare-metal instances on a node Ironic no longer
+# has (their PROPERTIES keep the flavor's figures).
+WITHOUT_NODE = 'baremetal_instances_without_node'
 LEASE_ID, LEASE_START, LEASE_END = LEASE_COLUMNS
 
 _SEPARATOR = '\x00'      # between a key's database and node: in neither
@@ -271,3 +275,45 @@ class LinkLeases(beam.PTransform):
         spans = self.blazar_rows | 'LeaseSpans' >> LeaseSpans()
         return joined | 'InstanceLease' >> c.Counted(
             _link_leases, beam.pvalue.AsSingleton(spans))
+
+
+# -- the node's figures ------------------------------------------------------
+
+def link_node_figures(joined, figures):
+    """Joined rows (after ``physical_hosts``: a bare-metal row's host is
+    its node) -> the same rows with ``NODE_FIGURES``, the figures of a
+    bare-metal instance's node (``figures``: ``latest_node_figures``),
+    null for VMs and for nodes Ironic no longer has; and how many
+    bare-metal instances have none."""
+    bare = joined.column(BAREMETAL_COLUMN)
+    rows = pc.index_in(joined.column('host'),
+                       value_set=figures.column('node'))
+    members = pc.if_else(bare, figures.column(NODE_FIGURES).take(rows),
+                         pa.scalar(None, pa.string()))
+    gone = joined.filter(pc.and_(bare, pc.is_null(rows)))
+    return (joined.append_column(NODE_FIGURES, members),
+            gone.group_by(INSTANCE_KEY).aggregate([]).num_rows)
+
+
+def _link_node_figures(joined, figures):
+    joined, without = link_node_figures(joined, figures)
+    c.count_linked(WITHOUT_NODE, without)
+    yield joined
+
+
+class LinkNodeFigures(beam.PTransform):
+    """Joined rows (after ``PhysicalHosts``; each table holding all rows of
+    its instances) -> with their node's figures (``link_node_figures``),
+    from ``node_rows``, ``(state index, (table, Arrow batch))`` pairs of
+    Ironic's and Blazar's ``host_trace.NODE_SOURCE_TABLES``; ``names``:
+    the figures (``--properties``)."""
+
+    def __init__(self, node_rows, names):
+        super().__init__()
+        self.node_rows = node_rows
+        self.names = names
+
+    def expand(self, joined):
+        figures = self.node_rows | 'NodeFigures' >> NodeFigures(self.names)
+        return joined | 'InstanceNode' >> c.Counted(
+            _link_node_figures, beam.pvalue.AsSingleton(figures))

@@ -10,6 +10,7 @@ it counted, and ``all_counts`` sums those into one element. The summary
 reads that element, so it holds on every runner: Dask has no metrics, and
 Dataflow's are only eventually final.
 """
+import contextlib
 import contextvars
 import json
 import os
@@ -122,8 +123,24 @@ class _ProcessTally:
 tally = _ProcessTally()
 
 
+# Set while a step looks at rows that another step of the run counts
+# (the host table counts Ironic's nodes; the instance table only reads
+# their figures): counting them twice would unbalance the run.
+_uncounted = contextvars.ContextVar('starcompactor_uncounted', default=False)
+
+
+@contextlib.contextmanager
+def uncounted():
+    """Counts made inside are not made."""
+    token = _uncounted.set(True)
+    try:
+        yield
+    finally:
+        _uncounted.reset(token)
+
+
 def count(name, n):
-    if n:
+    if n and not _uncounted.get():
         n = int(n)
         beam.metrics.Metrics.counter(NAMESPACE, name).inc(n)
         tally.add(name, n)

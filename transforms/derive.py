@@ -75,17 +75,23 @@ def _json_values(column):
     return quoted.take(encoded.indices)
 
 
-def json_objects(fields, rows):
+def json_objects(fields, rows, members=None):
     """A JSON object per row (``rows`` of them) from ``fields``, ``(key,
     Arrow column)`` pairs in order: a null leaves its key out, so that the
-    object holds what is known (``{}`` when nothing is). Built a column at
-    a time: each key's ``"key":value,`` pieces, joined, the last comma
+    object holds what is known (``{}`` when nothing is). ``members``: a
+    text column of members already written (``"key":value,...``, no
+    braces; null or empty where none), put first. Built a column at a
+    time: each key's ``"key":value,`` pieces, joined, the last comma
     trimmed (no value's JSON text ends in one)."""
-    if not fields:
-        return pa.repeat(pa.scalar('{}'), rows)
     pieces = [pc.binary_join_element_wise(json_text(key) + ':',
                                           _json_values(column), ',', '')
               for key, column in fields]
+    if members is not None:
+        members = pc.if_else(pc.equal(members, ''),
+                             pa.scalar(None, pa.string()), members)
+        pieces.insert(0, pc.binary_join_element_wise(members, '', ','))
+    if not pieces:
+        return pa.repeat(pa.scalar('{}'), rows)
     members = pc.utf8_rtrim(pc.binary_join_element_wise(
         *pieces, '', null_handling='replace', null_replacement=''), ',')
     return pc.binary_join_element_wise('{', members, '}', '')
@@ -94,21 +100,35 @@ def json_objects(fields, rows):
 # Lease columns the lease link (``transforms.baremetal``) adds to joined
 # rows of bare-metal instances: the lease's masked id, start and end.
 LEASE_COLUMNS = ('lease_id', 'lease_start', 'lease_end')
+# The column the node link (``transforms.baremetal``) adds to joined rows
+# of bare-metal instances: their node's figures, as JSON members.
+NODE_FIGURES = 'node_figures'
 
 
 def instance_properties(joined, epoch):
     """v0.3 PROPERTIES of joined rows: the flavor figures under their v0.2
-    names and, where the lease link ran, the instance's lease."""
-    fields = [('memory_mb', joined.column('memory_mb')),
+    names, or for a bare-metal instance whose node's figures are known
+    (``NODE_FIGURES``), those instead; and, where the lease link ran, the
+    instance's lease."""
+    flavor = [('memory_mb', joined.column('memory_mb')),
               ('disk_gb', joined.column('root_gb')),
               ('vcpus', joined.column('vcpus'))]
+    nodes = None
+    if NODE_FIGURES in joined.column_names:
+        nodes = joined.column(NODE_FIGURES)
+        # A bare-metal flavor describes no machine (Ironic's flavors ask
+        # for a resource class); the node's figures do.
+        on_node = pc.is_valid(nodes)
+        flavor = [(key, pc.if_else(on_node, pa.scalar(None, column.type),
+                                   column)) for key, column in flavor]
+    fields = flavor
     if 'lease_id' in joined.column_names:
         fields += [('lease_id', joined.column('lease_id')),
                    ('lease_start_sec', seconds_since(
                        joined.column('lease_start'), epoch)),
                    ('lease_end_sec', seconds_since(
                        joined.column('lease_end'), epoch))]
-    return json_objects(fields, joined.num_rows)
+    return json_objects(fields, joined.num_rows, nodes)
 
 
 def to_trace(joined, epoch, trace_format=V02):

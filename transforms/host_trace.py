@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from starcompactor.transforms import counters as c
 from starcompactor.transforms.buckets import concat
 from starcompactor.transforms.derive import (
-    iso_times, json_text, min_or_none, seconds_since)
+    NODE_FIGURES, iso_times, json_text, min_or_none, seconds_since)
 from starcompactor.transforms.hosts import (
     CREATE, HostState, Node, Service, host_events)
 from starcompactor.transforms.mask import (
@@ -38,7 +38,8 @@ from starcompactor.transforms.mask import (
 from starcompactor.transforms.nodes import RACK_PROPERTY, node_states
 from starcompactor.transforms.schema import (
     BLAZAR_CAPABILITIES, BLAZAR_HOSTS, BLAZAR_PROPERTIES, COMPUTE_NODES, DB,
-    HOST_FIGURES, HOST_TRACES, IRONIC_NODES, SERVICES, V02, source_schema)
+    HOST_FIGURES, HOST_TRACES, IRONIC_NODES, SERVICES, V02, V03,
+    source_schema)
 from starcompactor.transforms.validate import parse_nova_times
 
 # The host table's candidate events: read = in trace + broken rules.
@@ -291,6 +292,47 @@ def _node_rack(event):
     rack = dict(event[3] or ()).get(RACK_PROPERTY)
     if rack is not None:
         yield rack
+
+
+def latest_node_figures(pairs, names):
+    """``(state index, (table, Arrow batch))`` pairs of
+    ``NODE_SOURCE_TABLES`` -> an Arrow table of each node of the latest
+    state, ``node`` (its uuid), and its v0.3 figures (``names``) as JSON
+    members (``NODE_FIGURES``): as the host table publishes them, the rack
+    its index among the racks of every state."""
+    by_state = defaultdict(list)
+    for state, pair in pairs:
+        by_state[state].append(pair)
+    # The host table counts these rows; here they are only looked at.
+    with c.uncounted():
+        states = [dict(_node_states((state, by_state[state]), names))
+                  for state in sorted(by_state)]
+    racks = sorted({dict(node_state.node.capacity).get(RACK_PROPERTY)
+                    for state in states for _, node_state in state.values()}
+                   - {None})
+    index = {rack: i for i, rack in enumerate(racks)}
+    latest = states[-1] if states else {}
+    return pa.table({
+        'node': pa.array(list(latest), pa.string()),
+        NODE_FIGURES: pa.array(
+            [host_properties(node_figures(
+                node_state.node.capacity, index, V03))[1:-1]
+             for _, node_state in latest.values()], pa.string())})
+
+
+class NodeFigures(beam.PTransform):
+    """``(state index, (table, Arrow batch))`` pairs of
+    ``NODE_SOURCE_TABLES`` -> one element: ``latest_node_figures``."""
+
+    def __init__(self, names):
+        super().__init__()
+        self.names = names
+
+    def expand(self, rows):
+        return (rows
+                | 'AllNodeRows' >> beam.combiners.ToList()
+                | 'LatestNodeFigures' >> beam.Map(latest_node_figures,
+                                                  self.names))
 
 
 def _first_known(epoch, earliest_host_event):

@@ -6,17 +6,18 @@ Every source feeds this transform and every sink reads from it::
        events, actions, instances
 
 and on bare metal (``transforms.baremetal``), between the join and the
-masking, each instance's physical host (its Ironic node) and lease.
+masking, each instance's physical host (its Ironic node), lease and node's
+figures.
 """
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import apache_beam as beam
 
 from starcompactor.transforms import counters as c
 from starcompactor.transforms.baremetal import (
-    AUTO, LEASE_ID, VM, IronicNodes, LinkLeases, PhysicalHosts,
-    is_hypervisors)
+    AUTO, LEASE_ID, VM, IronicNodes, LinkLeases, LinkNodeFigures,
+    PhysicalHosts, is_hypervisors)
 from starcompactor.transforms.derive import to_trace
 from starcompactor.transforms.exclude import Exclusions
 from starcompactor.transforms.join import (
@@ -43,6 +44,7 @@ class TraceSpec:
     exclude: Exclusions = Exclusions()   # instances kept out, and counted
     trace_format: str = V02          # schema.TRACE_FORMATS
     instance_type: str = VM          # baremetal.INSTANCE_TYPES
+    node_properties: Tuple[str, ...] = ()   # a bare-metal node's figures
 
 
 def _validated(tagged, cut):
@@ -77,11 +79,15 @@ class BuildTrace(beam.PTransform):
     (None: an empty trace without a given epoch), for a table that must
     count from the same epoch. ``leases``: the ``(table, Arrow batch)``
     pairs of Blazar's ``LEASE_TABLES``, for bare-metal instances' leases
-    (``baremetal.LinkLeases``).
+    (``baremetal.LinkLeases``). ``nodes``: the ``(state index, (table,
+    Arrow batch))`` pairs of Ironic's and Blazar's
+    ``host_trace.NODE_SOURCE_TABLES``, for the figures
+    (``spec.node_properties``) of bare-metal instances' nodes in v0.3
+    PROPERTIES (``baremetal.LinkNodeFigures``).
     """
 
     def __init__(self, spec, num_buckets, key=None, with_epoch=False,
-                 leases=None):
+                 leases=None, nodes=None):
         super().__init__()
         if num_buckets < 1:
             raise ValueError(f'num_buckets must be 1 or more, not {num_buckets}')
@@ -90,6 +96,7 @@ class BuildTrace(beam.PTransform):
         self.key = key
         self.with_epoch = with_epoch
         self.leases = leases
+        self.nodes = nodes
 
     def expand(self, batches):
         spec = self.spec
@@ -112,6 +119,9 @@ class BuildTrace(beam.PTransform):
                 spec.instance_type, ironic)
         if with_leases:
             joined = joined | 'LinkLeases' >> LinkLeases(self.leases)
+        if self.nodes is not None and spec.instance_type != VM:
+            joined = joined | 'LinkNodeFigures' >> LinkNodeFigures(
+                self.nodes, spec.node_properties)
 
         if spec.mask_method != NO_MASKING:
             key = self.key
