@@ -1,5 +1,4 @@
 """``starcompactor`` command line: one subcommand per job."""
-import argparse
 import logging
 import os
 import signal
@@ -8,7 +7,7 @@ import threading
 
 from starcompactor import __version__
 from starcompactor.pipeline.arguments import StrictParser, did_you_mean
-from starcompactor.pipeline.errors import UserError
+from starcompactor.pipeline.errors import UserError, interrupted
 
 DEBUG_ENV = 'STARCOMPACTOR_DEBUG'
 DEMO_DUMP = os.path.join(os.path.dirname(__file__), 'demo',
@@ -43,24 +42,22 @@ class _Quiet(logging.Filter):
         return True
 
 
-_interrupted = threading.Event()
-
-
 def _on_interrupt(signum, frame):
     """Ctrl-C. Remembered: Beam reports a KeyboardInterrupt raised inside a
     running step as that step's failure (a RuntimeError)."""
-    _interrupted.set()
+    interrupted.set()
     raise KeyboardInterrupt
 
 
 def _thread_failed(args, default=threading.excepthook):
     """After Ctrl-C, Beam's threads fail too (e.g. 'run_worker' on its
     worker process's exit): the one line of main() tells it all."""
-    if not _interrupted.is_set():
+    if not interrupted.is_set():
         default(args)
 
 
 def handle_interrupts():
+    interrupted.clear()     # a new command (tests run several in a process)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _on_interrupt)
         threading.excepthook = _thread_failed
@@ -187,6 +184,12 @@ def _verify(argv):
                         help='the key the trace was masked with, if one was '
                              f'supplied (or ${mask.KEY_ENV})')
     NovaSourceOptions._add_argparse_args(parser)
+    parser.add_argument('--ironic-database', metavar='NAME',
+                        help="Ironic's database (bare metal): look for its "
+                             'node uuids too')
+    parser.add_argument('--blazar-database', metavar='NAME',
+                        help="Blazar's database (bare metal): look for its "
+                             'hosts\' node uuids and its lease ids too')
     args = parser.parse_strict(argv)
     if not (args.dump or args.databases or args.api or args.audit_dirs):
         raise UserError('verify compares a trace with the source it was made '
@@ -208,8 +211,15 @@ def _verify(argv):
     kinds = {table: job for job in jobs for table in job.trace_tables}
     source_tables = kinds[shards.trace_table(paths, list(kinds))].source_tables
     source_flags = [a for a in argv if a != args.prefix]
-    found = leaks.check(paths, sources.nova_source(
-        PipelineOptions(source_flags), source_tables), key)
+    raw = set()
+    for source in sources.identity_sources(PipelineOptions(source_flags),
+                                           source_tables):
+        identities = source.raw_identities()
+        if not identities:     # e.g. a misspelled database in a dump
+            raise UserError(f'{source.about()} holds no identity to look '
+                            f'for: check the database names given')
+        raw |= identities
+    found = leaks.find_leaks(paths, raw, key)
     for leak in found[:20]:
         print(f'LEAK {leak}')
     if found:
@@ -254,7 +264,7 @@ def main(argv=None):
         print('starcompactor: interrupted; no trace written', file=sys.stderr)
         return 130
     except Exception as e:   # a failed run: one line (set DEBUG for more)
-        if _interrupted.is_set():
+        if interrupted.is_set():
             print('starcompactor: interrupted; no trace written',
                   file=sys.stderr)
             return 130

@@ -1,4 +1,10 @@
 """Errors a user can act on: the CLI prints them as one line, no traceback."""
+import threading
+
+# Set by the CLI on Ctrl-C. Beam may catch the KeyboardInterrupt of a
+# running step (reported as the step's failure, or not at all): a run checks
+# this too before it makes its files final.
+interrupted = threading.Event()
 
 
 class UserError(Exception):

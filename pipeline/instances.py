@@ -15,7 +15,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from starcompactor.pipeline import leaks, runners, shards
-from starcompactor.pipeline.errors import UserError
+from starcompactor.pipeline.errors import UserError, interrupted
 from starcompactor.pipeline.counts import WriteCounts, counts_path, read_counts
 from starcompactor.pipeline.manifest import manifest_of, write_manifest
 from starcompactor.pipeline.options import (
@@ -429,10 +429,15 @@ class InstancesJob:
 
     def check_for_leaks(self, summaries):
         """The sampled leak check of a finished run (``leaks.check``),
-        each table's files against its own source."""
-        return [leak for output, summary in zip(self.outputs, summaries)
-                for leak in leaks.check(summary.files, output.source,
-                                        self._supplied_key,
+        each table's files against its own source; the instance table's
+        (the first) also against Blazar's lease ids, which its PROPERTIES
+        hold masked."""
+        checks = [(summary.files, output.source)
+                  for output, summary in zip(self.outputs, summaries)]
+        if self.leases is not None:
+            checks.append((summaries[0].files, self.leases))
+        return [leak for files, source in checks
+                for leak in leaks.check(files, source, self._supplied_key,
                                         rows_per_file=leaks.SAMPLE_ROWS)]
 
     def facts(self, summary, output=None):
@@ -480,6 +485,8 @@ def run(argv, job_class=InstancesJob):
                                  job.estimated_events):
                 result = pipeline.run()
                 result.wait_until_finish()
+            if interrupted.is_set():
+                raise KeyboardInterrupt
             summaries = job.summaries(time.monotonic() - began)
             job.remove_temporary_folder()
             # The check waits mostly on the source; the manifest, on files.
@@ -493,6 +500,8 @@ def run(argv, job_class=InstancesJob):
             for output, manifest in zip(job.outputs, manifests):
                 write_manifest(output.prefix, manifest)
             found = leak_check.result() if leak_check else []
+            if interrupted.is_set():
+                raise KeyboardInterrupt
         except BaseException:
             job.remove_partial_trace()
             raise

@@ -14,13 +14,18 @@ Definitions
   DELETE before its successor's CREATE).
 
 A host table holds a few events per host, so its rows are read whole, as
-records (``shards.records``), in any format it was written in.
+records (``shards.records``), in any format it was written in. In v0.3 the
+capacities are PROPERTIES members under their v0.2 names
+(``vcpu_capacity``, ...), as Nova hosts have them; an Ironic node's
+capabilities (``main_memory.ram_size``, ...) are left alone: such a host
+counts with empty capacities.
 """
 import dataclasses
 import datetime as dt
 import itertools
 
 import numpy as np
+import pyarrow as pa
 from dateutil import parser as dateutil_parser
 
 from starcompactor.pipeline import shards
@@ -28,11 +33,12 @@ from starcompactor.pipeline.errors import UserError
 from starcompactor.report import html, read
 from starcompactor.transforms.hosts import (
     CREATE, DELETE, ENABLE, SAME_SECOND_ORDER, UPDATE)
-from starcompactor.transforms.schema import HOST_TRACE
+from starcompactor.transforms.schema import HOST_TRACES
 
 SERIES = ('hosts', 'vcpus', 'memory_mb', 'disk_gb')
 _CAPACITY_FIELDS = ('vcpu_capacity', 'memory_capacity_mb', 'disk_capacity_gb')
-_FIELD_OF_HEADER = {header: field for header, field, _ in HOST_TRACE.columns}
+_FIELD_OF_HEADER = {header: field for table in HOST_TRACES.values()
+                    for header, field, _ in table.columns}
 
 
 def host_table_beside(prefix):
@@ -62,9 +68,12 @@ def read_events(paths):
     """``(host, time, event, (vcpus, memory_mb, disk_gb))`` of every row."""
     events = []
     for path in paths:
-        for n, row in enumerate(shards.records(path), start=1):
-            row = {_FIELD_OF_HEADER.get(name, name): value
-                   for name, value in row.items()}
+        rows = [{_FIELD_OF_HEADER.get(name, name): value
+                 for name, value in row.items()}
+                for row in shards.records(path)]
+        if rows and 'properties' in rows[0]:
+            _capacities_from_properties(path, rows)
+        for n, row in enumerate(rows, start=1):
             try:
                 events.append((
                     row['host_name_physical'], _seconds(row['event_time']),
@@ -74,6 +83,15 @@ def read_events(paths):
                 raise UserError(f'{path} row {n}: not a host event: '
                                 f'{read.first_line(e)}') from None
     return events
+
+
+def _capacities_from_properties(path, rows):
+    """v0.3 rows get the v0.2 capacity fields, from PROPERTIES."""
+    columns = read.property_figures(
+        path, pa.array([row['properties'] for row in rows], pa.string()),
+        _CAPACITY_FIELDS)
+    for row, capacity in zip(rows, zip(*(c.to_pylist() for c in columns))):
+        row.update(zip(_CAPACITY_FIELDS, capacity))
 
 
 def capacity_steps(events):
@@ -123,7 +141,7 @@ def _iso(seconds):
 def capacity_stats(prefix):
     """(statistics dict, ``Capacity``) of the host table at ``prefix``."""
     fmt, paths = shards.complete_set(prefix, read.FORMATS)
-    shards.trace_table(paths, [HOST_TRACE])     # one, or a clear error
+    shards.trace_table(paths, list(HOST_TRACES.values()))  # or an error
     events = read_events(paths)
     times, values = capacity_steps(events)
     kinds = {}

@@ -1,5 +1,7 @@
 """``starcompactor report``: statistics checked against hand-counted values."""
+import collections
 import json
+import os
 import re
 import subprocess
 import sys
@@ -8,10 +10,15 @@ import pytest
 from fastavro import parse_schema
 from fastavro.write import Writer
 
-from starcompactor.pipeline import cli
+from helpers import job_args, read_csv, write_key_file
+from starcompactor.pipeline import cli, shards
 from starcompactor.pipeline.errors import UserError
-from starcompactor.report import aggregate, read, write_report
+from starcompactor.report import aggregate, capacity, read, write_report
 from starcompactor.transforms.schema import AVRO_SCHEMA, CSV_HEADER
+import test_baremetal as bm
+from test_baremetal import service_db  # noqa: F401 (a fixture)
+from test_trace_command import CAPACITY_STEPS, _steps, run_trace
+from test_trace_command import cells  # noqa: F401 (a fixture)
 
 BUILD = 'compute__do_build_and_run_instance'
 SCHED = 'conductor_schedule_and_build_instances'
@@ -295,3 +302,104 @@ def test_report_command_rejects_a_misspelled_option(tmp_path, capsys):
     assert not html_path.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         'trace-00000-of-00002.csv', 'trace-00001-of-00002.csv']
+
+
+# -- v0.3 tables --------------------------------------------------------------
+
+def report_of_trace(prefix):
+    """The report of ``prefix``-instances with the host capacity of
+    ``prefix``-hosts, and the formats it read them in; where the tables
+    are left out, so that two traces' reports compare."""
+    stats = write_report(f'{prefix}-instances', extra_sections=[
+        capacity.section(f'{prefix}-hosts')])
+    host_capacity = stats['extra']['host_capacity']
+    formats = (stats.pop('trace')['format'],
+               host_capacity.pop('host_table')['format'])
+    return stats, formats
+
+
+def test_v03_tables_give_the_report_figures_of_their_v02_tables(
+        mariadb, cells, password_file, tmp_path):  # noqa: F811
+    """The same history, traced in v0.2 and in v0.3 (flavors and
+    capacities in PROPERTIES) in each format the report reads: the same
+    statistics and host capacity."""
+    key = write_key_file(tmp_path / 'key', b'report-v03-key-0123456789abcdef')
+    for version, formats in (('v0.2', 'csv'), ('v0.3', 'parquet,csv,avro')):
+        run_trace(job_args(mariadb, password_file, cells, tmp_path / version,
+                           '--mask-key-file', key, '--trace-format', version,
+                           '--formats', formats))
+    v02, _ = report_of_trace(tmp_path / 'v0.2')
+    # by hand: every instance of the fixture is 2 vCPUs, 2048 MB
+    assert v02['flavors'] == [{'vcpus': 2, 'memory_mb': 2048, 'instances': 5}]
+    assert _steps(v02['extra']['host_capacity']) == CAPACITY_STEPS
+    for fmt in ('parquet', 'csv', 'avro'):   # the order the report prefers
+        v03, formats = report_of_trace(tmp_path / 'v0.3')
+        assert formats == (fmt, fmt)
+        assert v03 == v02
+        for table in ('instances', 'hosts'):
+            for path in shards.find(f'{tmp_path / "v0.3"}-{table}', (fmt,)):
+                os.remove(path)
+
+
+def test_a_bare_metal_v03_trace_reports_the_figures_its_properties_have(
+        mariadb, nova_db, service_db, password_file, tmp_path,  # noqa: F811
+        capsys):
+    """Bare-metal instances with leases and their nodes' figures (and one
+    with neither flavor nor node figures) beside a VM, Ironic nodes as
+    hosts: an instance's flavor is the memory_mb and vcpus its PROPERTIES
+    have, else unknown; the nodes count as hosts in service, their
+    capabilities no capacity."""
+    cell, ironic = nova_db('bm'), service_db('ironic')
+    blazar = service_db('blazar', chameleon=True)
+    with mariadb.admin() as admin:
+        bm.nova_history(admin, cell)
+        bm.blazar_leases(admin, blazar)
+        bm.ironic_inventory(admin, ironic)
+        bm.blazar_capabilities(admin, blazar, {
+            node: bm.CAPABILITIES[node] for node in (bm.N1, bm.N2, bm.N3)})
+        with admin.cursor() as cursor:
+            cursor.execute(f"UPDATE `{cell}`.instances SET memory_mb = NULL,"
+                           f" root_gb = NULL, vcpus = NULL WHERE uuid = "
+                           f"'{bm.B5}'")
+    out = tmp_path / 'trace'
+    assert cli.main(['trace', *job_args(
+        mariadb, password_file, [cell], out, '--instance-type', 'auto',
+        '--trace-format', 'v0.3', '--ironic-database', ironic,
+        '--blazar-database', blazar, '--formats', 'csv')]) == 0
+    assert cli.main(['report', f'{out}-instances']) == 0
+    assert f'host capacity from {out}-hosts: 3 hosts' in \
+        capsys.readouterr().out
+    with open(f'{out}-instances.report.json') as f:
+        stats = json.load(f)
+    (header,), rows = read_csv(f'{out}-instances')
+    properties = {row[0]: json.loads(row[header.index('PROPERTIES')])
+                  for row in rows}
+    flavors = collections.Counter((p.get('vcpus'), p.get('memory_mb'))
+                                  for p in properties.values())
+    assert flavors[1, 2048] == 1                 # VM1's flavor
+    assert (properties[bm.B5].get('vcpus'),
+            properties[bm.B5].get('memory_mb')) == (None, None)
+    assert {(f['vcpus'], f['memory_mb']): f['instances']
+            for f in stats['flavors']} == flavors
+    # N1, N2, N3 created on Nov 1, 2, 3; N2 in maintenance from Jan 6
+    assert _steps(stats['extra']['host_capacity']) == [
+        ('2023-11-01T00:00:00Z', 1, 0, 0, 0),
+        ('2023-11-02T00:00:00Z', 2, 0, 0, 0),
+        ('2023-11-03T00:00:00Z', 3, 0, 0, 0),
+        ('2024-01-06T00:00:00Z', 2, 0, 0, 0)]
+
+
+def test_properties_that_are_no_json_object_are_a_one_line_error(tmp_path):
+    header = ','.join(h if h != 'MEMORY_MB' else 'PROPERTIES'
+                      for h in CSV_HEADER if h not in ('DISK_GB', 'VCPUS'))
+    row = ('"a",{},"2024-01-01T00:00:00Z",0,"2024-01-01T00:00:01Z",1,1,'
+           '"Success",{},"n","u","p","h"')
+    prefix = tmp_path / 't'
+    for properties, problem in (('"[1,2]"', 'a JSON list, not an object'),
+                                ('"{memory_mb: 1}"', 'Expecting property')):
+        (tmp_path / 't-00000-of-00001.csv').write_text(
+            header + '\n' + row.format('"x"', properties) + '\n')
+        with pytest.raises(UserError, match=re.escape(
+                f'{prefix}-00000-of-00001.csv: a PROPERTIES value is no JSON '
+                f'object: {problem}')):
+            write_report(str(prefix))

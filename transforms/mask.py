@@ -16,7 +16,8 @@ import pyarrow as pa
 
 from starcompactor.transforms.buckets import dictionary_encoded
 from starcompactor.transforms.schema import (
-    BLAZAR_HOSTS, COMPUTE_NODES, INSTANCES, IRONIC_NODES, SERVICES)
+    BLAZAR_HOSTS, BLAZAR_LEASES, COMPUTE_NODES, INSTANCES, IRONIC_NODES,
+    SERVICES)
 
 HMAC_SHA256 = 'hmac-sha256'
 NO_MASKING = 'none'
@@ -33,9 +34,11 @@ UUID_COLUMN = 'instance_uuid'
 # The raw identities of each source table a trace can hold (masked), which
 # leak checks look for.
 SOURCE_IDENTITIES = {INSTANCES: DEFAULT_MASKED + ('node',),
-                     COMPUTE_NODES: ('host',), SERVICES: ('host',),
+                     COMPUTE_NODES: ('host', 'hypervisor_hostname'),
+                     SERVICES: ('host',),
                      IRONIC_NODES: ('uuid',),
-                     BLAZAR_HOSTS: ('hypervisor_hostname',)}
+                     BLAZAR_HOSTS: ('hypervisor_hostname',),
+                     BLAZAR_LEASES: ('id',)}
 
 _FINGERPRINT_LABEL = b'starcompactor key fingerprint v1'
 

@@ -22,7 +22,7 @@ they read:
   leak checks (with ``among``, only those among the given candidates).
 """
 from starcompactor.pipeline.errors import UserError
-from starcompactor.pipeline.options import NovaSourceOptions
+from starcompactor.pipeline.options import BareMetalOptions, NovaSourceOptions
 from starcompactor.pipeline.sources.audit import AuditSource
 from starcompactor.pipeline.sources.combined import CombinedSource
 from starcompactor.pipeline.sources.dump import NovaDumpSource
@@ -32,7 +32,8 @@ from starcompactor.pipeline.sources.nova_api import (
     NovaApiHostSource, NovaApiSource, credential_source)
 from starcompactor.pipeline.times import parse_iso_utc, to_nova_text
 from starcompactor.transforms.schema import (
-    CAPABILITY_TABLES, HOST_SOURCE_TABLES, IRONIC_NODES, SOURCE_TABLES)
+    BLAZAR_HOSTS, BLAZAR_LEASES, CAPABILITY_TABLES, HOST_SOURCE_TABLES,
+    IRONIC_NODES, SOURCE_TABLES)
 
 
 def split_list(text):
@@ -119,6 +120,19 @@ def node_source(options, ironic_database, blazar_database=None):
                               archived=False, tables=tuple(
                                   t for _, tables in parts for t in tables))
     return CombinedSource(sources)
+
+
+def identity_sources(options, tables):
+    """The sources whose raw identities a trace read from Nova's ``tables``
+    must not hold (``verify``): Nova's and, named by ``--ironic-database``
+    and ``--blazar-database``, Ironic's nodes and Blazar's hosts (a
+    bare-metal trace's hosts are nodes) and leases (in v0.3 PROPERTIES)."""
+    bare = options.view_as(BareMetalOptions)
+    services = ((bare.ironic_database, (IRONIC_NODES,)),
+                (bare.blazar_database, (BLAZAR_HOSTS, BLAZAR_LEASES)))
+    return [nova_source(options, tables)] + [
+        service_source(options, database, service_tables)
+        for database, service_tables in services if database]
 
 
 def _audit_source(opts, databases, tables, cut):

@@ -211,6 +211,7 @@ class NovaMySQLSource:
         found by the server."""
         values = set()
         connection = self.connection.connect()
+        database = nova_table = None     # where an error happened
         try:
             with connection.cursor() as cursor:
                 for database in self.databases:
@@ -223,7 +224,7 @@ class NovaMySQLSource:
                                                        table, nova_table),
                                 among)
         except pymysql.err.MySQLError as e:
-            raise self.connection.error(e) from None
+            raise self.connection.error(e, database, nova_table) from None
         finally:
             connection.close()
         found = {v.decode('utf-8', 'replace') for v in values if v}
