@@ -387,7 +387,9 @@ class InstancesJob:
             return None
         linked = summary.linked
         facts = {'instance_type': self.spec.instance_type,
-                 'instances': linked.get(baremetal.BAREMETAL_INSTANCES, 0)}
+                 'instances': linked.get(baremetal.BAREMETAL_INSTANCES, 0),
+                 'instances_node_unknown': linked.get(
+                     baremetal.NODE_UNKNOWN, 0)}
         if self.spec.instance_type == AUTO:
             facts['ironic_nodes'] = linked.get(baremetal.IRONIC_NODES, 0)
         if self.leases is not None:
@@ -407,6 +409,9 @@ class InstancesJob:
         line = f'  bare-metal instances {facts["instances"]:,}'
         if 'ironic_nodes' in facts:
             line += f' (on {facts["ironic_nodes"]:,} Ironic nodes)'
+        if facts['instances_node_unknown']:
+            line += (f', node unknown {facts["instances_node_unknown"]:,} '
+                     f'(their host is empty)')
         if 'node_leases' in facts:
             line += (f', without a lease {facts["instances_without_lease"]:,}'
                      f' (their rows are in the trace; leases of nodes '

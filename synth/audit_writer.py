@@ -50,8 +50,8 @@ TRIGGERS_AT = 0.25
 # The columns the triggers watch and snapshot (``data``), per table.
 WATCHED = {
     INSTANCES: ('id', 'uuid', 'created_at', 'deleted_at', 'deleted',
-                'user_id', 'project_id', 'hostname', 'host', 'memory_mb',
-                'root_gb', 'vcpus', 'task_state'),
+                'user_id', 'project_id', 'hostname', 'host', 'node',
+                'memory_mb', 'root_gb', 'vcpus', 'task_state'),
     ACTIONS: ('id', 'instance_uuid', 'action', 'request_id', 'user_id',
               'project_id', 'start_time', 'finish_time', 'message',
               'created_at', 'deleted_at', 'deleted'),

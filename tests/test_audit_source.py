@@ -144,18 +144,28 @@ def synthetic_cloud(mariadb, synthetic_exports):
         drop_databases(mariadb, cells)
 
 
+@pytest.mark.parametrize('instance_type', ['vm', 'baremetal'])
 def test_trace_from_exports_equals_trace_from_database(
-        mariadb, password_file, synthetic_cloud, tmp_path):
+        mariadb, password_file, synthetic_cloud, tmp_path, instance_type):
+    """Also as bare metal: the host is then each instance's node, which
+    the exports' instance snapshots hold."""
     cells, folders = synthetic_cloud
     key = write_key_file(tmp_path / 'key', b'audit-source-test-key-0123456789')
+    kind = ['--instance-type', instance_type]
     from_db = tmp_path / 'db'
     db_summary = run_job(job_args(mariadb, password_file, cells, from_db,
-                                  '--formats', 'csv', '--mask-key-file', key))
+                                  '--formats', 'csv', '--mask-key-file', key,
+                                  *kind))
     from_exports = tmp_path / 'exports'
     exports_summary = run_job([
         '--audit-dir', folders[0], '--audit-dir', folders[1],
         '--output', str(from_exports), '--formats', 'csv',
-        '--mask-key-file', key])
+        '--mask-key-file', key, *kind])
+    assert exports_summary.linked == db_summary.linked
+    if instance_type == 'baremetal':
+        # every instance is bare metal; those never scheduled have no node
+        assert db_summary.linked['baremetal_instances'] == INSTANCES
+        assert 0 < db_summary.linked['baremetal_instances_node_unknown'] < 50
 
     _, db_rows = read_csv(from_db)
     _, export_rows = read_csv(from_exports)

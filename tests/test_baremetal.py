@@ -409,7 +409,8 @@ def test_the_command_on_bare_metal_writes_properties_in_every_format(
         assert all('memory_mb' not in r for r in records)
     manifest = json.loads((out.parent / 'trace.manifest.json').read_text())
     assert manifest['baremetal'] == {
-        'instance_type': 'baremetal', 'instances': 6, 'node_leases': 6,
+        'instance_type': 'baremetal', 'instances': 6,
+        'instances_node_unknown': 0, 'node_leases': 6,
         'instances_without_lease': 2}
     assert manifest['masking']['fields'] == [
         'user_id', 'project_id', 'hostname', 'host', 'lease_id']

@@ -62,6 +62,9 @@ INSTANCE_KEY = [DB, 'instance_uuid']
 # the bare-metal instances of the trace.
 IRONIC_NODES = 'ironic_nodes'
 BAREMETAL_INSTANCES = 'baremetal_instances'
+# ... and of them, those whose node is unknown (no instances.node, e.g. in
+# audit exports whose trigger does not watch it): their host is empty.
+NODE_UNKNOWN = 'baremetal_instances_node_unknown'
 # linked.<name> counts of the lease link: the leases of nodes, and the
 # bare-metal instances that ran in none of them (their rows stay).
 NODE_LEASES = 'node_leases'
@@ -135,6 +138,9 @@ def _physical_hosts(joined, instance_type, ironic_keys=None):
     bare = joined.filter(joined.column(BAREMETAL_COLUMN))
     c.count_linked(BAREMETAL_INSTANCES,
                    bare.group_by(INSTANCE_KEY).aggregate([]).num_rows)
+    unknown = bare.filter(pc.is_null(bare.column('node')))
+    c.count_linked(NODE_UNKNOWN,
+                   unknown.group_by(INSTANCE_KEY).aggregate([]).num_rows)
     yield joined
 
 
