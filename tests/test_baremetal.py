@@ -323,6 +323,21 @@ def service_db(mariadb):
     drop_databases(mariadb, databases.created)
 
 
+def leased_cloud(mariadb, nova_db, service_db):
+    """A bare-metal cloud in three databases: Nova's (``nova_history``),
+    Ironic's nodes N1..N3 and Blazar's leases and the nodes'
+    capabilities; (cell, ironic, blazar)."""
+    cell, ironic = nova_db('bm'), service_db('ironic')
+    blazar = service_db('blazar', chameleon=True)
+    with mariadb.admin() as admin:
+        nova_history(admin, cell)
+        blazar_leases(admin, blazar)
+        ironic_inventory(admin, ironic)
+        blazar_capabilities(admin, blazar, {
+            node: CAPABILITIES[node] for node in (N1, N2, N3)})
+    return cell, ironic, blazar
+
+
 def expected_properties(uuid):
     """The PROPERTIES an instance's rows must hold, written out."""
     memory, disk, vcpus = INSTANCES[uuid][2]

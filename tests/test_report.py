@@ -349,18 +349,11 @@ def test_a_bare_metal_v03_trace_reports_the_figures_its_properties_have(
     hosts: an instance's flavor is the memory_mb and vcpus its PROPERTIES
     have, else unknown; the nodes count as hosts in service, their
     capabilities no capacity."""
-    cell, ironic = nova_db('bm'), service_db('ironic')
-    blazar = service_db('blazar', chameleon=True)
-    with mariadb.admin() as admin:
-        bm.nova_history(admin, cell)
-        bm.blazar_leases(admin, blazar)
-        bm.ironic_inventory(admin, ironic)
-        bm.blazar_capabilities(admin, blazar, {
-            node: bm.CAPABILITIES[node] for node in (bm.N1, bm.N2, bm.N3)})
-        with admin.cursor() as cursor:
-            cursor.execute(f"UPDATE `{cell}`.instances SET memory_mb = NULL,"
-                           f" root_gb = NULL, vcpus = NULL WHERE uuid = "
-                           f"'{bm.B5}'")
+    cell, ironic, blazar = bm.leased_cloud(mariadb, nova_db, service_db)
+    with mariadb.admin() as admin, admin.cursor() as cursor:
+        cursor.execute(f"UPDATE `{cell}`.instances SET memory_mb = NULL,"
+                       f" root_gb = NULL, vcpus = NULL WHERE uuid = "
+                       f"'{bm.B5}'")
     out = tmp_path / 'trace'
     assert cli.main(['trace', *job_args(
         mariadb, password_file, [cell], out, '--instance-type', 'auto',

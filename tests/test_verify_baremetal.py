@@ -16,14 +16,7 @@ def bare_metal_trace(mariadb, nova_db, service_db,  # noqa: F811
                      password_file, tmp_path):
     """A v0.3 ``trace`` of the bare-metal cloud, masked with ``bm.KEY``;
     (its prefix, the source options verify needs)."""
-    cell, ironic = nova_db('bm'), service_db('ironic')
-    blazar = service_db('blazar', chameleon=True)
-    with mariadb.admin() as admin:
-        bm.nova_history(admin, cell)
-        bm.blazar_leases(admin, blazar)
-        bm.ironic_inventory(admin, ironic)
-        bm.blazar_capabilities(admin, blazar, {
-            node: bm.CAPABILITIES[node] for node in (bm.N1, bm.N2, bm.N3)})
+    cell, ironic, blazar = bm.leased_cloud(mariadb, nova_db, service_db)
     key = write_key_file(tmp_path / 'secrets', bm.KEY)
     out = tmp_path / 'trace'
     assert cli.main(['trace', *job_args(
