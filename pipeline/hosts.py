@@ -198,12 +198,15 @@ def host_table(options, nova, cut, trace_format):
     Ironic nodes (with ``--blazar-database``, their Blazar capabilities)."""
     bare = options.view_as(BareMetalOptions)
     rack_regex = options.view_as(HostsOptions).rack_regex
+    names = tuple(split_list(bare.properties))
     if not bare.ironic_database:
+        if names != DEFAULT_NODE_PROPERTIES:
+            raise UserError('--properties names figures of Ironic nodes: add '
+                            '--ironic-database')
         return HostTable(nova, rack_regex, cut, trace_format)
     if rack_regex:
         raise UserError('--rack-regex tells racks from host names; Ironic '
                         'nodes have theirs in Blazar (placement.rack)')
-    names = tuple(split_list(bare.properties))
     if not names:
         raise UserError('--properties must name at least one capability')
     if trace_format == V02:

@@ -884,6 +884,14 @@ def test_synth_command_writes_a_bare_metal_dump(tmp_path, capsys):
     (HostsJob, ['--ironic-database', 'ironic', '--rack-regex', 'r(.)'],
      '--rack-regex tells racks from host names; Ironic nodes have theirs '
      'in Blazar (placement.rack)'),
+    (HostsJob, ['--properties', 'node_type'],
+     '--properties names figures of Ironic nodes: add --ironic-database'),
+    (InstancesJob, ['--properties', 'node_type'],
+     '--properties names figures of Ironic nodes: add --ironic-database'),
+    (InstancesJob, ['--ironic-database', 'ironic'],
+     "--ironic-database gives bare-metal instances their node's figures, "
+     'which v0.3 PROPERTIES hold: add --instance-type baremetal (or auto) '
+     'and --trace-format v0.3'),
 ])
 def test_bare_metal_options_that_do_not_fit_are_one_line_errors(
         tmp_path, job, args, message):

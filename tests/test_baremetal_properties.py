@@ -118,11 +118,3 @@ def test_ironic_without_bare_metal_v03_is_refused(
         run_instances(mariadb, password_file, [cell], tmp_path / 'trace',
                       '--ironic-database', ironic, *extra)
 
-
-def test_properties_without_ironic_are_refused(
-        mariadb, bare_metal_cloud, password_file, tmp_path):
-    cell, _, _ = bare_metal_cloud
-    with pytest.raises(UserError, match='add --ironic-database'):
-        run_instances(mariadb, password_file, [cell], tmp_path / 'trace',
-                      '--instance-type', 'baremetal', '--trace-format',
-                      'v0.3', '--properties', 'cpus')
