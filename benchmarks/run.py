@@ -72,7 +72,8 @@ MODES = {
                             '--direct_num_workers=2'],
     'dask x2': ['--runner', 'DaskRunner', '--dask_workers', '2'],
 }
-FORMATS = {'csv': ['--formats', 'csv'], 'csv,avro (default)': []}
+FORMATS = {'csv': ['--formats', 'csv'], 'csv,avro (default)': [],
+           'csv,parquet': ['--formats', 'csv,parquet']}
 
 
 # -- the server ---------------------------------------------------------------
