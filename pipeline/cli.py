@@ -179,7 +179,8 @@ def _verify(argv):
         description='Check every file of a trace for raw identities of the '
                     'source it was made from, and for the masking key; exit '
                     '1 on any hit.')
-    parser.add_argument('prefix', help='the trace, as given to --output')
+    parser.add_argument('prefix', help='the trace, as given to --output '
+                                       '(of instances --follow: its folder)')
     parser.add_argument('--mask-key-file', dest='mask_key_file',
                         help='the key the trace was masked with, if one was '
                              f'supplied (or ${mask.KEY_ENV})')
@@ -196,7 +197,9 @@ def _verify(argv):
                         'from: give --dump FILE..., --databases DB,... '
                         '(with --mysql-host, --mysql-user, ...), --api or '
                         '--audit-dir DIR')
-    paths = shards.find(args.prefix)
+    # A folder of instances --follow: the files of its windows.
+    paths = shards.find(args.prefix) or [
+        path for _, path in shards.window_files(args.prefix)]
     if not paths:
         raise UserError(f'no trace files at {args.prefix} '
                         f'({args.prefix}{shards.SHARD_TEMPLATE}.csv, ...)')
@@ -258,7 +261,8 @@ def main(argv=None):
     try:
         COMMANDS[argv[0]](argv[1:])
     except UserError as e:
-        print(f'{e.command}: error: {e}', file=sys.stderr)
+        # One write: a runner's log thread may still be writing lines.
+        sys.stderr.write(f'{e.command}: error: {e}\n')
         return e.exit_status
     except KeyboardInterrupt:
         print('starcompactor: interrupted; no trace written', file=sys.stderr)

@@ -4,6 +4,10 @@ Lists each shard with its rows and sha256, the source row counts and the
 rows left out by reason, the cut time, the epoch, the tool version and a
 fingerprint of the masking key (an HMAC of a fixed label under the key: two
 traces can be checked for the same key without revealing it).
+
+A window of a followed trace (``instances --follow``) has a manifest of its
+own (``window_manifest_of``): the window, its rows and shards, and the
+run's facts; source counts are the run's, not a window's.
 """
 import hashlib
 import json
@@ -12,6 +16,7 @@ import os
 import starcompactor
 from starcompactor.pipeline.shards import count_rows, file_format, manifest_path
 from starcompactor.pipeline.threads import ordered_map
+from starcompactor.pipeline.times import seconds_to_iso
 from starcompactor.transforms.schema import INSTANCE_TRACE
 
 
@@ -52,6 +57,22 @@ def manifest_of(summary, facts, table=INSTANCE_TRACE):
                     'left_out': summary.rejects(table)}
             for table, count in summary.tables.items()},
         'shards': describe_shards(summary.files, table),
+    }
+
+
+def window_manifest_of(start, seconds, rows, shards, facts):
+    """The manifest of the window of ``seconds`` from ``start`` (seconds
+    since 1970), which got ``rows`` trace rows, written to ``shards``
+    (``describe_shards``); ``facts`` describes the run."""
+    return {
+        'tool': 'starcompactor',
+        'version': starcompactor.__version__,
+        'window': {'start': seconds_to_iso(start),
+                   'end': seconds_to_iso(start + seconds),
+                   'start_sec': start, 'seconds': seconds},
+        **facts,
+        'trace_rows': rows,
+        'shards': shards,
     }
 
 

@@ -187,31 +187,52 @@ def count_rows(path, first_column):
 # --------------------------------------------------------------------------
 # Window files (``instances --follow``): one shard set per time window, in
 # a folder per day, ``FOLDER/YYYY-MM-DD/YYYYMMDDTHHMMSSZ-SSSSS-of-NNNNN.<ext>``
-# named by the window's start (UTC); files not yet final are in
+# named by the window's start (UTC), with the window's manifest
+# ``FOLDER/YYYY-MM-DD/YYYYMMDDTHHMMSSZ.manifest.json``: a window's prefix is
+# a trace prefix like any other. Files not yet final are in
 # ``FOLDER/.writing/``.
 
 WINDOW_TEMPORARY = '.writing'
 _WINDOW_STAMP = '%Y%m%dT%H%M%SZ'
-_WINDOW_FILE = re.compile(r'(\d{4}-\d{2}-\d{2})/(\d{8}T\d{6}Z)-(\d{5,})-of-'
-                          r'(\d{5,})\.([a-z]+)')
+_IN_WINDOW = re.compile(r'\d{4}-\d{2}-\d{2}/(\d{8}T\d{6}Z)(.*)')
+
+
+def window_prefix(start):
+    """The prefix, inside a window folder, of the window starting at
+    ``start`` (seconds since 1970)."""
+    begins = dt.datetime.fromtimestamp(start, dt.timezone.utc)
+    return f'{begins:%Y-%m-%d}/{begins:{_WINDOW_STAMP}}'
 
 
 def window_file_name(start, shard, total, fmt):
     """Where, inside a window folder, shard ``shard`` of ``total`` of the
-    window starting at ``start`` (seconds since 1970) goes."""
-    begins = dt.datetime.fromtimestamp(start, dt.timezone.utc)
-    return (f'{begins:%Y-%m-%d}/{begins:{_WINDOW_STAMP}}-{shard:05d}-of-'
-            f'{total:05d}.{fmt}')
+    window starting at ``start`` goes."""
+    return f'{window_prefix(start)}-{shard:05d}-of-{total:05d}.{fmt}'
+
+
+def _in_windows(folder, wanted):
+    """``[(window start, path), ...]`` of the paths in ``folder``'s day
+    folders whose name past the window's stamp is ``wanted``, sorted."""
+    found = []
+    for path in glob.glob(os.path.join(glob.escape(folder), '*', '*')):
+        match = _IN_WINDOW.fullmatch(os.path.relpath(path, folder))
+        if match and wanted(match[2]):
+            begins = dt.datetime.strptime(match[1], _WINDOW_STAMP).replace(
+                tzinfo=dt.timezone.utc)
+            found.append((int(begins.timestamp()), path))
+    return sorted(found)
 
 
 def window_files(folder, formats=FORMATS):
     """``[(window start, path), ...]`` of the window files in ``folder``
     of the given formats, sorted."""
-    found = []
-    for path in glob.glob(os.path.join(glob.escape(folder), '*', '*')):
-        match = _WINDOW_FILE.fullmatch(os.path.relpath(path, folder))
-        if match and match[5] in formats:
-            begins = dt.datetime.strptime(match[2], _WINDOW_STAMP).replace(
-                tzinfo=dt.timezone.utc)
-            found.append((int(begins.timestamp()), path))
-    return sorted(found)
+    def wanted(tail):
+        shard = _SHARD_NAME.fullmatch(tail)
+        return shard is not None and shard[3] in formats
+    return _in_windows(folder, wanted)
+
+
+def window_manifests(folder):
+    """``[(window start, path), ...]`` of the windows' manifests in
+    ``folder``, sorted."""
+    return _in_windows(folder, lambda tail: tail == MANIFEST_SUFFIX)

@@ -31,3 +31,10 @@ def to_nova_text(value):
 
 def to_iso(value):
     return value.strftime('%Y-%m-%dT%H:%M:%SZ')
+
+
+def seconds_to_iso(seconds):
+    """Seconds since 1970 as ISO 8601 UTC; None stays None."""
+    if seconds is None:
+        return None
+    return to_iso(dt.datetime.fromtimestamp(seconds, UTC))

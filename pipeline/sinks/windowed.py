@@ -155,11 +155,21 @@ class _NameInDayFolder:
         return name
 
 
-def cut_into_shards(element, formats, num_shards, schema):
+class GatherWindow(beam.PTransform):
+    """Everything of one window, as one list, once the window is complete
+    (the default trigger: at the watermark, once)."""
+
+    def expand(self, items):
+        return (items
+                | 'ByWindow' >> beam.Map(lambda item: (None, item))
+                | 'Group' >> beam.GroupByKey()
+                | 'Items' >> beam.MapTuple(lambda _, group: list(group)))
+
+
+def cut_into_shards(tables, formats, num_shards, schema):
     """All trace tables of one window -> ``(destination, table)`` records:
     up to ``num_shards`` shards of about the same rows, in every format."""
-    _, tables = element
-    rows = concat(list(tables), schema).sort_by(_ROW_ORDER)
+    rows = concat(tables, schema).sort_by(_ROW_ORDER)
     total = max(1, min(num_shards, rows.num_rows))
     bounds = [round(i * rows.num_rows / total) for i in range(total + 1)]
     for shard, (start, end) in enumerate(zip(bounds, bounds[1:])):
@@ -186,8 +196,7 @@ class WriteWindowFiles(beam.PTransform):
 
     def expand(self, trace):
         return (trace
-                | 'ByWindow' >> beam.Map(lambda table: (None, table))
-                | 'GatherWindow' >> beam.GroupByKey()
+                | 'GatherWindow' >> GatherWindow()
                 | 'CutIntoShards' >> beam.FlatMap(
                     cut_into_shards, self.formats, self.num_shards,
                     self.table.schema)

@@ -44,6 +44,11 @@ emits a ``Checkpoint`` in the window before it: the positions, where every
 id emitted into a later window is to be read again. Downstream, it is saved
 only once that window and all earlier ones are written (``pipeline.follow``):
 a restart from it redoes the windows from the boundary on and loses nothing.
+
+**Stop.** After ``--stop-after`` the DoFn ends (no residual), so every
+window downstream completes; it tells ``PollSettings.stopped`` the boundary
+of its last checkpoint and the windows it emitted rows into from there on,
+which is what must be written before the run is over.
 """
 import bisect
 import contextlib
@@ -128,11 +133,15 @@ class Position:
 class FollowState:
     """The poll's restriction: each database's position, the watermark (no
     row is emitted before it; seconds since 1970, None: none yet), when
-    this run polled first and the trace rows it emitted."""
+    this run polled first and the trace rows it emitted, the boundary of
+    the last checkpoint (the saved state's, at first) and the windows rows
+    went into from there on (their starts)."""
     positions: dict
     watermark: Optional[float] = None
     first_poll: Optional[float] = None
     emitted: int = 0
+    boundary: Optional[int] = None
+    windows: set = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -158,6 +167,8 @@ class PollSettings:
     stop_seconds: Optional[float] = None   # after the first poll
     stop_events: Optional[int] = None      # trace rows
     exclude: object = None                 # transforms.exclude.Exclusions
+    stopped: object = None    # called with FollowState.boundary and
+    #                           .windows when the poll stops
 
 
 # --------------------------------------------------------------------------
@@ -448,6 +459,8 @@ class PollNova(beam.DoFn):
             watermark.set_watermark(Timestamp(state.watermark))
         if self._stop(state):
             log.info('stopping after %d trace rows', state.emitted)
+            if s.stopped is not None:
+                s.stopped(state.boundary, sorted(state.windows))
             return
         caught_up = all(p.caught_up for p in state.positions.values())
         tracker.defer_remainder(Duration(seconds=s.interval if caught_up
@@ -473,7 +486,7 @@ class PollNova(beam.DoFn):
             c.count(QUERIES, cell.queries - queries)
             if joined is not None:
                 state.emitted += joined.num_rows
-                yield from self._timestamped(joined, before)
+                yield from self._timestamped(joined, before, state)
         state.watermark = self._watermark(state, began)
         yield from self._checkpoint(state, before)
 
@@ -557,8 +570,9 @@ class PollNova(beam.DoFn):
             return candidate
         return max(state.watermark, candidate)
 
-    def _timestamped(self, joined, before):
-        """The joined rows, one timestamped table per window."""
+    def _timestamped(self, joined, before, state):
+        """The joined rows, one timestamped table per window (noted in
+        ``state.windows``)."""
         window = self.settings.window
         times = _window_times(joined, before)
         if before is not None:
@@ -569,6 +583,7 @@ class PollNova(beam.DoFn):
             piece = joined.filter(pa.array(windows == index))
             at = index * window if before is None else \
                 max(index * window, before)
+            state.windows.add(index * window)
             yield TimestampedValue(piece, Timestamp(at))
 
     def _checkpoint(self, state, before):
@@ -585,6 +600,9 @@ class PollNova(beam.DoFn):
         for p in state.positions.values():
             p.emitted = {i: at for i, at in p.emitted.items()
                          if at >= boundary}
+        state.boundary = boundary
+        state.windows = {start for start in state.windows
+                         if start >= boundary}
         yield beam.pvalue.TaggedOutput(CHECKPOINTS, TimestampedValue(
             Checkpoint(boundary, positions),
             Timestamp(boundary) - Duration(micros=1)))
