@@ -91,6 +91,7 @@ from starcompactor.pipeline.sources.poll import (
     CHECKPOINTS, FAILED_POLLS, LATE, POLLS, QUERIES, Checkpoint, FollowState,
     PollNova, PollSettings, Position)
 from starcompactor.pipeline.summary import Summary
+from starcompactor.pipeline.threads import in_own_thread
 from starcompactor.pipeline.times import (
     UTC, parse_iso_utc, seconds_to_iso, to_iso, to_nova_text, to_seconds)
 from starcompactor.transforms import counters as c
@@ -690,27 +691,10 @@ def _started(pipeline):
         return pipeline.run()
 
 
-def _in_thread(function):
-    """``function()`` in a daemon thread of its own, as a Future: a call
-    that never returns keeps neither the caller nor the exit waiting."""
-    future = concurrent.futures.Future()
-
-    def call():
-        try:
-            future.set_result(function())
-        except BaseException as e:    # handed to whoever waits
-            future.set_exception(e)
-
-    name = getattr(function, '__name__', 'call')
-    threading.Thread(target=call, daemon=True,
-                     name=f'starcompactor-{name}').start()
-    return future
-
-
 def _within(seconds, function):
     """``function()``, given ``seconds``: its result, or None if it failed
     or did not return in time."""
-    future = _in_thread(function)
+    future = in_own_thread(function)
     try:
         return future.result(timeout=seconds)
     except Exception as e:      # a timeout, or its failure
@@ -757,7 +741,7 @@ class JobEnd:
 
     def __init__(self, result):
         self.result = result
-        self.done = _in_thread(result.wait_until_finish)
+        self.done = in_own_thread(result.wait_until_finish)
 
     def ended(self, seconds):
         """Whether the job has ended, waiting ``seconds`` at most; raises

@@ -10,6 +10,14 @@ import os
 import queue
 import threading
 
+def _settle(future, function, *args):
+    """``future`` gets ``function(*args)``, or what it raised."""
+    try:
+        future.set_result(function(*args))
+    except BaseException as e:   # handed to whoever waits
+        future.set_exception(e)
+
+
 class _DaemonPool:
     """A fixed set of daemon threads running submitted calls.
 
@@ -29,10 +37,7 @@ class _DaemonPool:
         while True:
             future, function, args = self._tasks.get()
             if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(function(*args))
-                except BaseException as e:   # handed to the caller
-                    future.set_exception(e)
+                _settle(future, function, *args)
 
     def submit(self, function, *args):
         future = concurrent.futures.Future()
@@ -60,6 +65,17 @@ def _executor():
 def in_background(function, *args, **kwargs):
     """``function(*args, **kwargs)`` on the pool; returns its Future."""
     return _executor().submit(lambda: function(*args, **kwargs))
+
+
+def in_own_thread(function):
+    """``function()`` in a daemon thread of its own, as a Future: for a
+    call that may never return (a runner's job), which then keeps neither
+    the caller, nor the pool, nor the exit waiting."""
+    future = concurrent.futures.Future()
+    name = getattr(function, '__name__', 'call')
+    threading.Thread(target=_settle, args=(future, function), daemon=True,
+                     name=f'starcompactor-{name}').start()
+    return future
 
 
 def ordered_map(function, items):
